@@ -1,0 +1,54 @@
+"""The one path for user errors (STYLE.md rule 6).
+
+Every problem caused by the user's data or flags is raised as :class:`CmxError`. The CLI
+prints it as one line on stderr, with no traceback unless ``--debug`` is given, and exits
+with status 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import click
+
+
+class CmxError(click.ClickException):
+    """A user error: bad data, a missing file, a checkpoint that does not fit.
+
+    Args:
+        message: What is wrong. Name the file and the record.
+        hint: What the user can do about it; appended as ``Hint: ...``.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
+        text = message.rstrip()
+        if hint:
+            if not text.endswith((".", ":", "?", "!")):
+                text += "."
+            text += f" Hint: {hint.strip()}"
+        # One line, whatever the inputs contained.
+        super().__init__(" ".join(text.split()))
+
+    @classmethod
+    def in_record(
+        cls,
+        path: Union[str, Path],
+        record: Optional[str],
+        problem: str,
+        hint: Optional[str] = None,
+    ) -> "CmxError":
+        """Build an error about one record of one file.
+
+        Args:
+            path: The input file.
+            record: The record's name (None when the problem is with the whole file).
+            problem: What is wrong with it.
+            hint: What to do about it.
+
+        Returns:
+            The error, ready to raise.
+        """
+        where = f"{path}" if record is None else f"{path}, record '{record}'"
+        return cls(f"{where}: {problem}", hint)

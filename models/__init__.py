@@ -1,0 +1,23 @@
+"""The shared ChordMixer core: pure PyTorch, no file I/O, no printing (STYLE.md rule 1).
+
+Note: ``models`` is a top-level import name; it can shadow another installed package of the
+same name.
+"""
+from models.chordmixer import ChordMixer, ChordMixerBlock
+from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
+from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
+from models.rotate import RotationPlan, rotate_reference, rotation_source_rows
+
+__all__ = [
+    "ChordMixer",
+    "ChordMixerBlock",
+    "ChordMixerConfig",
+    "ClassifierConfig",
+    "RotationPlan",
+    "SequenceClassifier",
+    "blocks_for_length",
+    "ceil_log2",
+    "mean_pool",
+    "rotate_reference",
+    "rotation_source_rows",
+]

@@ -1,0 +1,93 @@
+"""The ChordMixer trunk: embedding, then ⌈log2 max_len⌉ Rotate → Mix blocks (paper §3.2).
+
+Every per-position step (embedding, norms, MLPs) runs on the packed (T, d) tensor; only the
+rotation needs the sequence boundaries. A sequence of length L passes exactly its first
+``blocks_for_length(L)`` blocks, whatever shares its batch (paper §3.3), so its output does
+not depend on its batch companions.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.config import ChordMixerConfig, blocks_for_length
+from models.rotate import RotationPlan
+
+
+class ChordMixerBlock(nn.Module):
+    """x + Mix(Norm(Rotate(x))), with Mix = Linear(d→h), GELU, Dropout, Linear(h→d).
+
+    The residual is around the whole block, as in the paper (x + f(R(x))); the authors'
+    code instead rotates the MLP output.
+    """
+
+    def __init__(self, config: ChordMixerConfig) -> None:
+        super().__init__()
+        d_model = config.d_model
+        self.norm = nn.LayerNorm(d_model) if config.norm else nn.Identity()
+        self.mix = nn.Sequential(
+            nn.Linear(d_model, config.hidden_size),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_size, d_model),
+        )
+
+    def forward(self, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
+        """Apply one block.
+
+        Args:
+            x: (T, d) packed activations.
+            plan: The batch's rotation plan.
+
+        Returns:
+            (T, d) activations.
+        """
+        return x + self.mix(self.norm(plan.rotate(x)))
+
+
+class ChordMixer(nn.Module):
+    """Embedding + ChordMixer blocks over packed variable-length batches."""
+
+    def __init__(self, config: ChordMixerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(ChordMixerBlock(config) for _ in range(config.n_blocks))
+        self.final_norm = nn.LayerNorm(config.d_model) if config.norm else nn.Identity()
+
+    def blocks_per_sequence(self, lengths: list[int]) -> list[int]:
+        """Blocks each sequence passes: ⌈log2 L⌉ (≥ 1), capped at the network's depth."""
+        return [min(blocks_for_length(length), self.config.n_blocks) for length in lengths]
+
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Encode a packed batch.
+
+        Args:
+            tokens: (T,) int64 token ids of all sequences, concatenated.
+            offsets: (B+1,) int64 boundaries; sequence b is tokens[offsets[b]:offsets[b+1]].
+                Every sequence has length ≥ 1.
+
+        Returns:
+            (T, d) per-position features.
+        """
+        offsets = offsets.to(device=tokens.device, dtype=torch.int64)
+        lengths = (offsets[1:] - offsets[:-1]).tolist()  # one host sync per batch
+        depths = self.blocks_per_sequence(lengths)
+        plan = RotationPlan.build(offsets, self.config.n_tracks, self.config.track_size)
+        x = self.embedding(tokens)  # (T, d)
+        shallowest, deepest = min(depths), max(depths)
+        token_depth = None
+        if shallowest < deepest:
+            token_depth = torch.repeat_interleave(
+                torch.tensor(depths, device=tokens.device),
+                torch.tensor(lengths, device=tokens.device),
+                output_size=tokens.numel(),
+            )  # (T,)
+        for index in range(deepest):
+            updated = self.blocks[index](x, plan)
+            if index < shallowest:
+                x = updated
+            else:
+                # Sequences that have passed all their blocks keep their features unchanged.
+                x = torch.where((token_depth > index)[:, None], updated, x)  # (T, d)
+        return self.final_norm(x)

@@ -1,0 +1,81 @@
+"""Sequence-level heads on top of the ChordMixer trunk (paper §3.2, last paragraph).
+
+The paper averages linear predictions over positions; because averaging and a linear map
+commute, the head takes the mean over each sequence's own positions, then one linear layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from models.chordmixer import ChordMixer
+from models.config import ChordMixerConfig
+
+
+def mean_pool(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Mean of each sequence's own positions.
+
+    Args:
+        features: (T, d) packed features.
+        offsets: (B+1,) int64 sequence boundaries.
+
+    Returns:
+        (B, d) float32 means (summed in float32 even under bf16 autocast).
+    """
+    offsets = offsets.to(device=features.device, dtype=torch.int64)
+    lengths = offsets[1:] - offsets[:-1]  # (B,)
+    sequence_of_token = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=features.device), lengths,
+        output_size=features.shape[0],
+    )  # (T,)
+    sums = torch.zeros(lengths.numel(), features.shape[1], device=features.device,
+                       dtype=torch.float32)  # (B, d)
+    sums.index_add_(0, sequence_of_token, features.float())
+    return sums / lengths[:, None].to(torch.float32)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A ChordMixer trunk plus a linear layer over the mean-pooled features."""
+
+    trunk: ChordMixerConfig
+    n_classes: int
+
+    def __post_init__(self) -> None:
+        if self.n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {self.n_classes}")
+
+    def to_dict(self) -> dict:
+        """Plain nested dict for checkpoints."""
+        return {"trunk": self.trunk.to_dict(), "n_classes": self.n_classes}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ClassifierConfig":
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(ChordMixerConfig.from_dict(values["trunk"]), int(values["n_classes"]))
+
+
+class SequenceClassifier(nn.Module):
+    """Class logits for each sequence of a packed batch."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = ChordMixer(config.trunk)
+        self.classifier = nn.Linear(config.trunk.d_model, config.n_classes)
+
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Classify a packed batch.
+
+        Args:
+            tokens: (T,) int64 tokens.
+            offsets: (B+1,) int64 boundaries.
+
+        Returns:
+            (B, n_classes) float32 logits.
+        """
+        pooled = mean_pool(self.trunk(tokens, offsets), offsets)  # (B, d)
+        return self.classifier(pooled).float()

@@ -1,0 +1,142 @@
+"""The parameter-free Rotate step on packed variable-length batches (paper §3.2, eq. 1-2).
+
+A packed batch is the concatenation of B sequences, T tokens in all, with offsets (B+1,)
+marking where each starts (``cu_seqlens`` style). Channels are split into tracks of
+``track_size``; track k ≥ 1 of a sequence of length L is rotated by 2^(k-1) mod L *within
+that sequence*: output position j takes input position (j + 2^(k-1)) mod L, which equals
+``torch.roll(x, -shift)`` per sequence. Track 0 is not rotated.
+
+The whole batch is rotated by one ``index_select`` over the (T·n_tracks, track_size) row view
+of the activations, with a flat row index built once per batch (:class:`RotationPlan`) and
+reused by every block. A rotation is a permutation, so its gradient is the inverse
+permutation: backward is another ``index_select`` with the inverse index, not the
+scatter-add (atomics on CUDA) that autograd would use for ``index_select``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def track_shifts(n_tracks: int, device: torch.device | None = None) -> torch.Tensor:
+    """Shift of each track: 0 for track 0, 2^(k-1) for track k ≥ 1. Shape (n_tracks,) int64."""
+    shifts = torch.zeros(n_tracks, dtype=torch.int64, device=device)
+    if n_tracks > 1:
+        shifts[1:] = 2 ** torch.arange(n_tracks - 1, dtype=torch.int64, device=device)
+    return shifts
+
+
+def rotation_source_rows(offsets: torch.Tensor, n_tracks: int) -> torch.Tensor:
+    """Flat source-row index of the packed rotation.
+
+    Args:
+        offsets: (B+1,) int64, offsets[0] == 0, non-decreasing, every length ≥ 1.
+        n_tracks: Number of tracks.
+
+    Returns:
+        (T·n_tracks,) int64: row r = t·n_tracks + k of the rotated (T·n_tracks, track_size)
+        view is row ``index[r]`` of the input view.
+    """
+    offsets = offsets.to(torch.int64)
+    lengths = offsets[1:] - offsets[:-1]  # (B,)
+    total = int(offsets[-1])
+    sequence_of_token = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=offsets.device), lengths, output_size=total
+    )  # (T,)
+    start = offsets[:-1][sequence_of_token]  # (T,)
+    length = lengths[sequence_of_token]  # (T,)
+    position = torch.arange(total, device=offsets.device) - start  # (T,)
+    shifts = track_shifts(n_tracks, offsets.device)  # (n_tracks,)
+    # Reduce the shift first so that shift + position never overflows for huge tracks.
+    source_position = (position[:, None] + shifts[None, :] % length[:, None]) % length[:, None]
+    source_token = start[:, None] + source_position  # (T, n_tracks)
+    track = torch.arange(n_tracks, device=offsets.device)
+    return (source_token * n_tracks + track[None, :]).reshape(-1)  # (T·n_tracks,)
+
+
+class _RowPermutation(torch.autograd.Function):
+    """y = rows of x in ``index`` order; backward applies the inverse permutation."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse, row_size):  # noqa: D102 - autograd protocol
+        ctx.save_for_backward(inverse)
+        ctx.row_size = row_size
+        rows = x.reshape(-1, row_size)  # (T·n_tracks, track_size)
+        return rows.index_select(0, index).view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: D102 - autograd protocol
+        (inverse,) = ctx.saved_tensors
+        rows = grad_output.contiguous().reshape(-1, ctx.row_size)  # (T·n_tracks, track_size)
+        return rows.index_select(0, inverse).view(grad_output.shape), None, None, None
+
+
+@dataclass(frozen=True)
+class RotationPlan:
+    """Everything the blocks need about one packed batch, built once per batch.
+
+    Attributes:
+        offsets: (B+1,) int64 sequence boundaries.
+        track_size: Channels per track.
+        source_rows: (T·n_tracks,) int64 forward permutation of rows.
+        inverse_rows: (T·n_tracks,) int64 its inverse, used in backward.
+    """
+
+    offsets: torch.Tensor
+    track_size: int
+    source_rows: torch.Tensor
+    inverse_rows: torch.Tensor
+
+    @classmethod
+    def build(cls, offsets: torch.Tensor, n_tracks: int, track_size: int) -> "RotationPlan":
+        """Build the forward and inverse row permutations for a packed batch.
+
+        Args:
+            offsets: (B+1,) int64 on the device of the activations.
+            n_tracks: Number of tracks.
+            track_size: Channels per track.
+        """
+        source = rotation_source_rows(offsets, n_tracks)
+        inverse = torch.empty_like(source)
+        inverse[source] = torch.arange(source.numel(), device=source.device)
+        return cls(offsets, track_size, source, inverse)
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate every track of every sequence.
+
+        Args:
+            x: (T, d) packed activations, d = track_size × n_tracks.
+
+        Returns:
+            (T, d) rotated activations.
+        """
+        return _RowPermutation.apply(x, self.source_rows, self.inverse_rows, self.track_size)
+
+
+def rotate_reference(
+    x: torch.Tensor, offsets: torch.Tensor, n_tracks: int, track_size: int
+) -> torch.Tensor:
+    """Per-sequence, per-track ``torch.roll`` rotation: the slow, obviously correct reference.
+
+    This is how the authors' code rotates (a Python loop over sequences and tracks). It is
+    kept for tests and benchmarks only.
+
+    Args:
+        x: (T, d) packed activations.
+        offsets: (B+1,) sequence boundaries.
+        n_tracks: Number of tracks.
+        track_size: Channels per track.
+
+    Returns:
+        (T, d) rotated activations.
+    """
+    pieces = []
+    bounds = offsets.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        sequence = x[start:end].reshape(end - start, n_tracks, track_size)  # (L, tracks, ts)
+        tracks = [sequence[:, 0]]
+        for k in range(1, n_tracks):
+            tracks.append(torch.roll(sequence[:, k], shifts=-(2 ** (k - 1)), dims=0))
+        pieces.append(torch.stack(tracks, dim=1).reshape(end - start, -1))  # (L, d)
+    return torch.cat(pieces, dim=0)

@@ -1,0 +1,35 @@
+"""Shared fixtures: devices, data paths."""
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+
+
+def _devices():
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    return devices
+
+
+@pytest.fixture(params=_devices())
+def device(request) -> torch.device:
+    """Each available device: the CPU always, CUDA when present (STYLE.md rule 9)."""
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """tests/data, the suite's small real and hand-made files."""
+    return DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,151 @@
+"""The ChordMixer trunk and classifier keep the promises of DESIGN.md."""
+import pytest
+import torch
+
+from models import (
+    ChordMixer,
+    ChordMixerConfig,
+    ClassifierConfig,
+    RotationPlan,
+    SequenceClassifier,
+    blocks_for_length,
+    ceil_log2,
+    mean_pool,
+)
+
+
+def _offsets(lengths):
+    return torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int64)
+
+
+@pytest.mark.parametrize(
+    "n, expected", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (1024, 10), (1025, 11), (10**6, 20)]
+)
+def test_ceil_log2(n, expected):
+    assert ceil_log2(n) == expected
+
+
+@pytest.mark.parametrize("length, blocks", [(1, 1), (2, 1), (3, 2), (64, 6), (65, 7)])
+def test_blocks_for_length(length, blocks):
+    assert blocks_for_length(length) == blocks
+
+
+def test_config_shape_follows_design():
+    config = ChordMixerConfig(max_len=1000, track_size=16)
+    assert config.n_tracks == 11  # ⌈log2 1000⌉ + 1
+    assert config.d_model == 176
+    assert config.n_blocks == 10
+    assert ChordMixerConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError):
+        ChordMixerConfig.from_dict({**config.to_dict(), "bogus": 1})
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        ChordMixerConfig().max_len = 3
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_output_does_not_depend_on_batch_companions(norm, device):
+    torch.manual_seed(0)
+    config = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.0, norm=norm)
+    model = ChordMixer(config).to(device).eval()
+    lengths = [2, 300, 1, 37, 5]  # 1, 9, 1, 6 and 3 blocks
+    tokens = torch.randint(0, 5, (sum(lengths),), device=device)
+    offsets = _offsets(lengths).to(device)
+    with torch.no_grad():
+        packed = model(tokens, offsets)
+        for b, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+            alone = model(tokens[start:end], _offsets([end - start]).to(device))
+            torch.testing.assert_close(packed[start:end], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_passes_exactly_its_blocks():
+    # A length-3 sequence passes 2 blocks; zeroing block 3's weights must not change it,
+    # and zeroing block 2's must.
+    torch.manual_seed(0)
+    model = ChordMixer(ChordMixerConfig(max_len=64, track_size=2, hidden_size=8, dropout=0.0))
+    model.eval()
+    tokens, offsets = torch.tensor([0, 1, 2]), _offsets([3])
+    with torch.no_grad():
+        before = model(tokens, offsets)
+        for parameter in model.blocks[2].parameters():
+            parameter.zero_()
+        assert torch.equal(model(tokens, offsets), before)
+        for parameter in model.blocks[1].parameters():
+            parameter.zero_()
+        assert not torch.allclose(model(tokens, offsets), before)
+
+
+def _input_gradient(model: ChordMixer, length: int, n_blocks: int, position: int) -> torch.Tensor:
+    """Gradient of one output position w.r.t. every input position after n_blocks blocks."""
+    offsets = _offsets([length])
+    plan = RotationPlan.build(offsets, model.config.n_tracks, model.config.track_size)
+    x = torch.randn(length, model.config.d_model, requires_grad=True)
+    h = x
+    for block in model.blocks[:n_blocks]:
+        h = block(h, plan)
+    h[position].sum().backward()
+    return x.grad.abs().sum(dim=1)  # (L,)
+
+
+# Powers of two: with L = 2^n, offset L-1 needs n hops (all bits set) and wrapping around
+# cannot shorten it, so n - 1 blocks must leave some position out.
+@pytest.mark.parametrize("length", [64, 256])
+def test_full_receptive_field_after_log2_blocks(length):
+    torch.manual_seed(0)
+    config = ChordMixerConfig(max_len=length, track_size=2, hidden_size=16, dropout=0.0)
+    model = ChordMixer(config)
+    needed = blocks_for_length(length)
+    full = _input_gradient(model, length, needed, position=0)
+    assert bool((full > 0).all()), "some input position does not reach output 0"
+    partial = _input_gradient(model, length, needed - 1, position=0)
+    assert bool((partial == 0).any()), "receptive field already full with fewer blocks"
+
+
+def test_full_model_gradient_reaches_every_position():
+    torch.manual_seed(0)
+    model = ChordMixer(ChordMixerConfig(max_len=128, track_size=2, hidden_size=8, dropout=0.0))
+    tokens, offsets = torch.randint(0, 4, (77,)), _offsets([77])
+    embedded = []
+
+    def keep_embedding(module, args, out):
+        out.retain_grad()
+        embedded.append(out)
+
+    handle = model.embedding.register_forward_hook(keep_embedding)
+    model(tokens, offsets)[5].sum().backward()
+    handle.remove()
+    assert bool((embedded[0].grad.abs().sum(dim=1) > 0).all())
+
+
+def test_mean_pool_is_per_sequence():
+    features = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    pooled = mean_pool(features, _offsets([1, 2, 3]))
+    expected = torch.tensor([[0.0, 1.0], [3.0, 4.0], [8.0, 9.0]])
+    assert torch.equal(pooled, expected)
+
+
+def test_tiny_classifier_overfits_tiny_batch(device):
+    torch.manual_seed(0)
+    trunk = ChordMixerConfig(max_len=64, track_size=4, hidden_size=32, dropout=0.0)
+    model = SequenceClassifier(ClassifierConfig(trunk, n_classes=2)).to(device)
+    lengths = [5, 9, 17, 33, 12, 40, 3, 64]
+    tokens = torch.randint(0, 4, (sum(lengths),), device=device)
+    offsets = _offsets(lengths).to(device)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1], device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(tokens, offsets), labels)
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+    assert torch.equal(model(tokens, offsets).argmax(dim=1), labels)
+
+
+def test_classifier_config_round_trip():
+    config = ClassifierConfig(ChordMixerConfig(max_len=10), n_classes=3)
+    assert ClassifierConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError):
+        ClassifierConfig(ChordMixerConfig(), n_classes=1)

@@ -1,0 +1,86 @@
+"""The packed rotation equals a plain per-sequence torch.roll, forward and backward."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.rotate import RotationPlan, rotate_reference, rotation_source_rows, track_shifts
+
+
+def _offsets(lengths):
+    return torch.tensor([0] + list(torch.tensor(lengths).cumsum(0).tolist()), dtype=torch.int64)
+
+
+def _roll_one(sequence: torch.Tensor, n_tracks: int, track_size: int) -> torch.Tensor:
+    """Independent reference for one sequence: roll each track's channels on their own."""
+    out = sequence.clone()
+    for k in range(1, n_tracks):
+        channels = slice(k * track_size, (k + 1) * track_size)
+        out[:, channels] = torch.roll(sequence[:, channels], shifts=-(2 ** (k - 1)), dims=0)
+    return out
+
+
+def test_track_shifts_are_powers_of_two():
+    assert track_shifts(5).tolist() == [0, 1, 2, 4, 8]
+    assert track_shifts(1).tolist() == [0]
+
+
+@pytest.mark.parametrize("lengths", [[1], [2], [3], [1, 2, 3], [3, 1, 1, 2], [17, 1, 64, 5]])
+@pytest.mark.parametrize("n_tracks", [1, 2, 4, 8])
+def test_rotation_matches_roll_for_short_sequences(lengths, n_tracks, device):
+    # n_tracks = 8 gives shifts up to 64, far beyond L = 1, 2, 3: shifts wrap mod L.
+    track_size = 3
+    offsets = _offsets(lengths).to(device)
+    x = torch.randn(sum(lengths), n_tracks * track_size, device=device)
+    rotated = RotationPlan.build(offsets, n_tracks, track_size).rotate(x)
+    expected = torch.cat(
+        [_roll_one(x[a:b], n_tracks, track_size) for a, b in zip(offsets[:-1], offsets[1:])]
+    )
+    assert torch.equal(rotated, expected)
+
+
+def test_rotation_direction_follows_paper_equation_2():
+    # z_j = x_{(j + 2^(k-1)) mod L}: position 0 of track 1 holds what was at position 1.
+    offsets = _offsets([4])
+    x = torch.arange(4, dtype=torch.float32)[:, None].repeat(1, 3)  # (4, 3): 3 tracks of 1
+    rotated = RotationPlan.build(offsets, 3, 1).rotate(x)
+    assert rotated[:, 0].tolist() == [0, 1, 2, 3]
+    assert rotated[:, 1].tolist() == [1, 2, 3, 0]
+    assert rotated[:, 2].tolist() == [2, 3, 0, 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=6),
+    n_tracks=st.integers(min_value=1, max_value=9),
+    track_size=st.integers(min_value=1, max_value=4),
+)
+def test_rotation_matches_reference_for_random_lengths(lengths, n_tracks, track_size):
+    offsets = _offsets(lengths)
+    x = torch.randn(sum(lengths), n_tracks * track_size)
+    plan = RotationPlan.build(offsets, n_tracks, track_size)
+    assert torch.equal(plan.rotate(x), rotate_reference(x, offsets, n_tracks, track_size))
+
+
+def test_backward_is_the_inverse_rotation(device):
+    lengths = [5, 1, 12, 3]
+    n_tracks, track_size = 5, 2
+    offsets = _offsets(lengths).to(device)
+    x = torch.randn(sum(lengths), n_tracks * track_size, device=device, requires_grad=True)
+    upstream = torch.randn_like(x)
+    (RotationPlan.build(offsets, n_tracks, track_size).rotate(x) * upstream).sum().backward()
+    ours = x.grad.clone()
+    x.grad = None
+    (rotate_reference(x, offsets.cpu(), n_tracks, track_size) * upstream).sum().backward()
+    assert torch.equal(ours, x.grad)
+
+
+def test_source_rows_form_a_permutation():
+    rows = rotation_source_rows(_offsets([7, 2, 9]), 4)
+    assert sorted(rows.tolist()) == list(range(18 * 4))
+
+
+def test_huge_shift_does_not_overflow():
+    # Track 40 shifts by 2^39: reduce modulo L before adding the position.
+    rows = rotation_source_rows(_offsets([3]), 41)
+    assert rows.min() >= 0 and rows.max() < 3 * 41
