@@ -1,0 +1,397 @@
+"""Reading FASTA files through pyfaidx: where the index goes, what is valid, one record at a time.
+
+Plain and bgzip-compressed (BGZF) FASTA are read through a ``.fai`` index (and a ``.gzi``
+block index for BGZF), so records are fetched one by one and memory does not grow with the
+file. The index is written beside the FASTA, or into a per-user cache when that directory
+is read-only. Every failure is a :class:`~cmx_cli.errors.CmxError` naming the file and,
+where there is one, the record.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+import pyfaidx
+
+from cmx_cli import alphabet
+from cmx_cli.errors import CmxError
+
+PathLike = Union[str, os.PathLike]
+
+#: Suffixes that make pyfaidx read a file through Bio.bgzf; any other name is read as text.
+BGZF_SUFFIXES = (".gz", ".bgz")
+DNA_ONLY_HINT = "cmx reads DNA only (A C G T, N and IUPAC codes); remove protein or gapped records"
+_GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF_BYTES = 4096
+# What pyfaidx raises (or lets through from Bio.bgzf, zlib and the codecs) on a bad file.
+_READ_ERRORS = (
+    pyfaidx.FastaIndexingError,
+    pyfaidx.UnsupportedCompressionFormat,
+    ValueError,  # duplicate names; UnicodeDecodeError on binary input
+    OSError,
+    EOFError,
+    IndexError,
+    struct.error,
+    zlib.error,
+)
+
+
+@dataclass(frozen=True)
+class FastaRecord:
+    """One FASTA record, encoded.
+
+    Attributes:
+        name: The first word of the header line (the index key).
+        description: The whole header line after '>', name included.
+        tokens: (L,) uint8 tokens from :func:`cmx_cli.alphabet.encode`, all valid.
+        lowercase: (L,) bool, True at soft-masked letters; only when asked for.
+    """
+
+    name: str
+    description: str
+    tokens: np.ndarray
+    lowercase: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def open_fasta(path: PathLike) -> pyfaidx.Fasta:
+    """Open a plain or BGZF FASTA file, building or refreshing its index as needed.
+
+    The index goes beside the file unless the directory is read-only; then it goes to
+    ``$XDG_CACHE_HOME/cmx/fai/`` (or ``~/.cache/cmx/fai/``, or a private temporary
+    directory), under a name derived from the file's absolute path, size and mtime.
+
+    Args:
+        path: The FASTA file.
+
+    Returns:
+        An open :class:`pyfaidx.Fasta` that returns letters as ``str`` with case kept.
+        Close it (or use it as a context manager) when done.
+
+    Raises:
+        CmxError: The file is missing, empty, not FASTA, plain-gzip compressed, has
+            duplicate record names or inconsistent line lengths.
+    """
+    path = Path(path)
+    bgzf = _check_file(path)
+    indexname, gzi_indexname = _index_paths(path, bgzf)
+    try:
+        return pyfaidx.Fasta(
+            str(path),
+            indexname=str(indexname),
+            gzi_indexname=str(gzi_indexname) if bgzf else None,
+            as_raw=True,
+            sequence_always_upper=False,
+            read_long_names=False,
+            duplicate_action="stop",
+            rebuild=True,  # an index older than the FASTA is rebuilt
+            build_index=True,
+        )
+    except _READ_ERRORS as error:
+        raise _translate(path, error) from error
+
+
+def iter_records(path: PathLike, with_lowercase: bool = False) -> Iterator[FastaRecord]:
+    """Yield the records of a FASTA file in file order, fetching one at a time.
+
+    Args:
+        path: The FASTA file.
+        with_lowercase: Also return the soft-mask flag of each letter.
+
+    Yields:
+        Each record, validated and encoded.
+
+    Raises:
+        CmxError: As :func:`open_fasta`; also for a record with no letters or with a
+            letter that is not DNA (naming the letter and its 1-based position).
+    """
+    path = Path(path)
+    with open_fasta(path) as fasta:
+        for name, index_record in fasta.faidx.index.items():
+            if index_record.rlen == 0:
+                raise CmxError.in_record(
+                    path, name, "the record has no sequence letters",
+                    "remove the empty record, or check for a stray '>' line",
+                )
+            try:
+                description = _description(fasta, name)
+                letters = fasta.get_seq(name, 1, index_record.rlen)
+            except _READ_ERRORS as error:
+                raise CmxError.in_record(
+                    path, name, f"cannot read the sequence ({_one_line(error)})",
+                    "check that the file is plain-text FASTA or BGZF-compressed FASTA",
+                ) from error
+            if len(letters) != index_record.rlen:
+                # pyfaidx accepts a record whose last line is longer than the others and
+                # then reads past it (into the next header); its length gives it away.
+                raise CmxError.in_record(
+                    path, name, "the sequence lines have inconsistent lengths",
+                    _REWRAP_HINT,
+                )
+            yield _encode_record(path, name, description, letters, with_lowercase)
+
+
+def read_records(path: PathLike, with_lowercase: bool = False) -> list[FastaRecord]:
+    """Read all records of a FASTA file into a list (see :func:`iter_records`)."""
+    return list(iter_records(path, with_lowercase=with_lowercase))
+
+
+def count_records(path: PathLike) -> int:
+    """Return the number of records in a FASTA file, from its index.
+
+    Raises:
+        CmxError: As :func:`open_fasta`.
+    """
+    with open_fasta(path) as fasta:
+        # Not len(fasta): pyfaidx defines that as the total number of bases.
+        return len(fasta.faidx.index)
+
+
+_REWRAP_HINT = (
+    "every sequence line of a record but the last must have the same length; "
+    "rewrap the file, e.g. `seqkit seq -w 60 in.fa > out.fa`"
+)
+
+
+def _encode_record(
+    path: Path, name: str, description: str, letters: str, with_lowercase: bool
+) -> FastaRecord:
+    """Encode one record's letters, raising on the first letter that is not DNA."""
+    tokens = alphabet.encode(letters)
+    position = alphabet.first_invalid(tokens)
+    if position >= 0:
+        raise CmxError.in_record(
+            path, name,
+            f"invalid letter {letters[position]!r} at position {position + 1:,}",
+            DNA_ONLY_HINT,
+        )
+    lowercase = alphabet.lowercase_mask(letters) if with_lowercase else None
+    return FastaRecord(name, description, tokens, lowercase)
+
+
+def _description(fasta: pyfaidx.Fasta, name: str) -> str:
+    """Return the header line after '>' of one record.
+
+    pyfaidx returns the text between the end of the previous record's sequence and this
+    one's, minus its first and last character. That text also holds any ';' comments and
+    blank lines before the header (then the '>' is kept), and a '\\r' from CRLF files.
+    """
+    lines = fasta.faidx.get_long_name(name).splitlines()
+    line = lines[-1] if lines else ""
+    if not line.startswith(name):  # the header's '>' was not the first character cut
+        line = line[1:]
+    return line.rstrip()
+
+
+def _check_file(path: Path) -> bool:
+    """Check that a path is a non-empty, FASTA-looking file; return whether it is BGZF."""
+    if not path.exists():
+        raise CmxError.in_record(
+            path, None, "no such file", "check the path (inputs are PATH or PATH:LABEL)"
+        )
+    if path.is_dir():
+        raise CmxError.in_record(path, None, "this is a directory, not a file", "give a FASTA file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as error:
+        raise CmxError.in_record(
+            path, None, f"the file cannot be read ({error.strerror})", "check its permissions"
+        ) from error
+    if not head:
+        raise CmxError.in_record(path, None, "the file is empty", _NOT_FASTA_HINT)
+    compressed = head.startswith(_GZIP_MAGIC)
+    content = _decompressed_head(path) if compressed else head
+    stripped = content.lstrip()
+    if stripped and stripped[:1] not in (b">", b";"):
+        raise CmxError.in_record(
+            path, None, f"the file is not FASTA: {_guess_kind(stripped)}", _NOT_FASTA_HINT
+        )
+    named_bgzf = path.name.lower().endswith(BGZF_SUFFIXES)
+    if compressed and not _is_bgzf(head):
+        raise CmxError.in_record(
+            path, None,
+            "the file is compressed with plain gzip (not BGZF), so it cannot be indexed",
+            f"recompress it with `gunzip -c {path.name} | bgzip > {_bgzf_name(path)}`",
+        )
+    if compressed and not named_bgzf:
+        raise CmxError.in_record(
+            path, None, "the file is BGZF-compressed but its name does not end in .gz or .bgz",
+            f"rename it, e.g. to {_bgzf_name(path, '.gz')}",
+        )
+    if named_bgzf and not compressed:
+        raise CmxError.in_record(
+            path, None, "the name ends in .gz or .bgz but the file is not compressed",
+            "rename it to end in .fa, or compress it with `bgzip`",
+        )
+    return named_bgzf
+
+
+_NOT_FASTA_HINT = "give a FASTA file whose records start with a '>' header line"
+_MAGIC_KINDS = (
+    (b"##fileformat=VCF", "VCF"), (b"#CHROM", "VCF"), (b"BCF\2", "BCF"),
+    (b"BAM\1", "BAM"), (b"CRAM", "CRAM"), (b"##gff-version", "GFF"),
+)
+
+
+def _is_bgzf(head: bytes) -> bool:
+    """Whether a gzip header carries the BGZF 'BC' extra field (SAM spec, section 4.1)."""
+    return len(head) >= 16 and head[3] & 4 != 0 and head[12:14] == b"BC"
+
+
+def _bgzf_name(path: Path, suffix: str = ".bgz") -> str:
+    """Suggest a file name for the BGZF copy of ``path``."""
+    stem = re.sub(r"\.(gz|bgz|bgzf)$", "", path.name, flags=re.IGNORECASE)
+    return stem + suffix
+
+
+def _decompressed_head(path: Path) -> bytes:
+    """Return the first bytes of a gzip or BGZF file after decompression."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read(_SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error) as error:
+        raise CmxError.in_record(
+            path, None, f"the file cannot be decompressed ({_one_line(error)})",
+            "check that the file was completely written, or recompress it with `bgzip`",
+        ) from error
+
+
+def _guess_kind(head: bytes) -> str:
+    """Name what a non-FASTA file probably is, for the error message."""
+    if head.startswith(b"@"):
+        return "it looks like FASTQ (records start with '@')"
+    for magic, kind in _MAGIC_KINDS:
+        if head.startswith(magic):
+            return f"it looks like {kind}"
+    if b"\0" in head or not _is_text(head):
+        return "it looks like a binary file"
+    first_line = head.split(b"\n", 1)[0][:40].decode("utf-8", "replace")
+    return f"the first line is {first_line!r}"
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:  # a multi-byte letter cut at the end is still text
+        return error.start >= len(data) - 3
+    return True
+
+
+def _index_paths(path: Path, bgzf: bool) -> tuple[Path, Path]:
+    """Choose where the .fai and .gzi index files of ``path`` live.
+
+    Beside the FASTA when they are already there and fresh, or when they can be written
+    there; otherwise in the per-user cache, keyed by absolute path, size and mtime so that
+    a changed file gets a fresh index.
+    """
+    beside = (path.with_name(path.name + ".fai"), path.with_name(path.name + ".gzi"))
+    needed = beside if bgzf else beside[:1]
+    if all(_is_fresh(index, path) for index in needed) or _can_write(path.parent, needed):
+        return beside
+    status = path.stat()
+    key = f"{path.resolve()}\0{status.st_size}\0{status.st_mtime_ns}"
+    stem = f"{hashlib.sha256(key.encode()).hexdigest()[:20]}-{path.name}"
+    cache = _cache_dir()
+    return cache / f"{stem}.fai", cache / f"{stem}.gzi"
+
+
+def _is_fresh(index: Path, fasta: Path) -> bool:
+    """Whether an index file exists and is not older than the FASTA (pyfaidx's rule)."""
+    try:
+        return index.stat().st_mtime >= fasta.stat().st_mtime
+    except OSError:
+        return False
+
+
+def _can_write(directory: Path, files: tuple[Path, ...]) -> bool:
+    """Whether the index files can be created or replaced in ``directory``."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    return all(not file.exists() or os.access(file, os.W_OK) for file in files)
+
+
+def _cache_dir() -> Path:
+    """Return a writable per-user directory for index files of read-only FASTA files."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    try:
+        # The XDG spec says to ignore a relative XDG_CACHE_HOME.
+        root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+        cache = root / "cmx" / "fai"
+        cache.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError):  # RuntimeError: no home directory
+        return _private_tempdir()
+    return cache if os.access(cache, os.W_OK | os.X_OK) else _private_tempdir()
+
+
+@functools.lru_cache(maxsize=None)
+def _private_tempdir() -> Path:
+    """Return a temporary directory for this process, removed at exit."""
+    directory = tempfile.mkdtemp(prefix="cmx-fai-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return Path(directory)
+
+
+def _translate(path: Path, error: Exception) -> CmxError:
+    """Turn an exception raised by pyfaidx while indexing into a one-line CmxError."""
+    text = _one_line(error)
+    duplicate = re.search(r'Duplicate key "(.*)"', text)
+    if duplicate:
+        return CmxError.in_record(
+            path, duplicate.group(1), "the record name appears more than once",
+            "record names (the first word of each '>' line) must be unique; "
+            "rename or remove the duplicate",
+        )
+    inconsistent = re.search(r"Inconsistent line found in >(.*) at line (\d+)", text)
+    if inconsistent:
+        return CmxError.in_record(
+            path, inconsistent.group(1),
+            f"line {inconsistent.group(2)}: the sequence lines have inconsistent lengths",
+            _REWRAP_HINT,
+        )
+    nameless = re.search(r"Bad sequence name .* at line (\d+)", text)
+    if nameless:  # pyfaidx counts this line from 0
+        return CmxError.in_record(
+            path, None, f"line {int(nameless.group(1)) + 1}: a '>' header line has no name",
+            "give every record a name after the '>'",
+        )
+    if "does not contain a valid sequence" in text:
+        return CmxError.in_record(
+            path, None, "the file contains no FASTA records", _NOT_FASTA_HINT
+        )
+    if isinstance(error, UnicodeDecodeError):
+        return CmxError.in_record(
+            path, None, "the file holds bytes that are not text, so it is not FASTA",
+            _NOT_FASTA_HINT,
+        )
+    if "EOF marker not found" in text:
+        return CmxError.in_record(
+            path, None, "the BGZF file has no end-of-file marker, so it is probably truncated",
+            "copy or download it again, or recompress it with `bgzip`",
+        )
+    if "may not be writable" in text:
+        return CmxError.in_record(
+            path, None, "cannot write the index file",
+            "make the directory writable, or set XDG_CACHE_HOME to a writable directory",
+        )
+    return CmxError.in_record(
+        path, None, f"the file cannot be read as FASTA ({text})", _NOT_FASTA_HINT
+    )
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
