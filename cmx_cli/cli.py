@@ -1,0 +1,233 @@
+"""The `cmx` command: parse and validate flags, then call a pipeline (STYLE.md rule 4)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from cmx_cli import __version__
+from cmx_cli.console import Reporter
+from cmx_cli.errors import CmxError
+from cmx_cli.runtime import DEVICES, PRECISIONS
+from cmx_cli.training.loop import TrainingInterrupted, TrainingSettings
+
+VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
+
+device_option = click.option(
+    "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+    help="Where to run: auto picks CUDA when available.")
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+    help="Numeric precision: auto is bf16 autocast on CUDA and fp32 on the CPU.")
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True,
+    help="Print only errors and the final summary line.")
+max_tokens_option = click.option(
+    "--max-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
+    help="Token budget per batch; a longer sequence gets a batch of its own.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cmx")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Train and apply ChordMixer networks to DNA sequences of any length.
+
+    No padding, no truncation, no chunking: every sequence is read whole.
+
+    Example: cmx train --fasta Klebsiella.fa --fasta Acinetobacter.fa --out run/
+    """
+
+
+@cli.command()
+@click.option("--fasta", "fasta", multiple=True, metavar="PATH[:LABEL]",
+              help="Training FASTA (plain or bgzip); repeat it. Without other labels, each "
+                   "file is one class named by LABEL or by the file name.")
+@click.option("--label-regex", metavar="REGEX",
+              help="Take the label from the header line: the first group of this regex, "
+                   "e.g. 'genus=(\\S+)'.")
+@click.option("--labels", "labels_table", type=click.Path(exists=True, dir_okay=False),
+              help="TSV of record name and label.")
+@click.option("--val-fasta", multiple=True, metavar="PATH[:LABEL]",
+              help="Validation FASTA instead of a fraction of --fasta; repeatable.")
+@click.option("--test-fasta", multiple=True, metavar="PATH[:LABEL]",
+              help="Test FASTA instead of a fraction of --fasta; repeatable.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Share of each class held out for validation (early stopping).")
+@click.option("--test-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Share of each class held out for the final test.")
+@click.option("--keep-duplicates", is_flag=True,
+              help="Keep exact duplicate sequences (by default the first copy is kept, so no "
+                   "held-out sequence is also in training).")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory for checkpoints, config, split, metrics and log.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint, with its saved config.")
+@click.option("--max-len", type=click.IntRange(min=1),
+              help="Longest sequence the network is sized for, in bp. [default: longest in the data]")
+@click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Channels per track; the width is track size × (⌈log2 max-len⌉ + 1).")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Hidden width of each block's MLP.")
+@click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Dropout inside each block's MLP.")
+@max_tokens_option
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Maximum number of passes over the training data.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimizer steps.")
+@click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this many minutes of training; the run stays resumable.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Peak learning rate of AdamW.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="AdamW weight decay on weight matrices.")
+@click.option("--warmup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Share of the steps spent warming the learning rate up before cosine decay.")
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Clip the gradient norm to this value; 0 disables clipping.")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Stop after this many epochs without a better validation ROC-AUC.")
+@click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none",
+              show_default=True, help="Weight the loss by inverse class frequency (balanced).")
+@click.option("--kmer-k", type=click.IntRange(1, 8), default=5, show_default=True,
+              help="k of the k-mer baseline reported beside the model.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, batches and weights.")
+@device_option
+@precision_option
+@quiet_option
+@click.pass_context
+def train(ctx: click.Context, **options) -> None:
+    """Train a classifier on labelled FASTA sequences of any length.
+
+    The held-out data is scored by the best checkpoint, beside a k-mer + logistic
+    regression baseline fitted on the same split.
+
+    Example: cmx train --fasta Klebsiella.fa --fasta Acinetobacter.fa --out run/
+    """
+    from cmx_cli.pipelines import train as pipeline
+
+    reporter = Reporter(options["quiet"])
+    out = options["out"]
+    if options["resume"]:
+        allowed = {"resume", "out", "device", "precision", "max_time", "quiet"}
+        given = [name for name in ctx.params
+                 if name not in allowed
+                 and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(
+                f"--resume uses the run's saved config; drop {', '.join('--' + g.replace('_', '-') for g in given)}"
+                " (only --device, --precision, --max-time and --quiet may change)")
+        config = pipeline.read_config(out)
+        training = config.training
+        if options["max_time"] is not None:
+            training = replace(training, max_time_minutes=options["max_time"])
+        config = replace(config, device=options["device"], precision=options["precision"],
+                         training=training)
+        pipeline.run(config, reporter, resume=True)
+        return
+    if not options["fasta"]:
+        raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
+    training = TrainingSettings(
+        epochs=options["epochs"], max_steps=options["max_steps"],
+        max_time_minutes=options["max_time"], learning_rate=options["lr"],
+        weight_decay=options["weight_decay"], warmup_fraction=options["warmup"],
+        grad_clip=options["grad_clip"], patience=options["patience"], seed=options["seed"])
+    config = pipeline.TrainConfig(
+        fasta=tuple(options["fasta"]), out=str(out), label_regex=options["label_regex"],
+        labels_table=options["labels_table"], val_fasta=tuple(options["val_fasta"]),
+        test_fasta=tuple(options["test_fasta"]), val_fraction=options["val_fraction"],
+        test_fraction=options["test_fraction"], deduplicate=not options["keep_duplicates"],
+        max_len=options["max_len"], track_size=options["track_size"],
+        hidden_size=options["hidden_size"], dropout=options["dropout"],
+        max_tokens=options["max_tokens"], class_weights=options["class_weights"],
+        kmer_k=options["kmer_k"], device=options["device"], precision=options["precision"],
+        training=training)
+    pipeline.run(config, reporter)
+
+
+@cli.command()
+@click.argument("input_path", metavar="SEQS.fa", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "-m", required=True, type=click.Path(exists=True),
+              help="Run directory of `cmx train` (or its model.pt).")
+@click.option("--output", "-o", default="-", show_default=True,
+              help="Output TSV; - writes to standard output.")
+@click.option("--rc", is_flag=True, help="Average the forward and reverse-complement predictions.")
+@click.option("--label-regex", metavar="REGEX",
+              help="Read true labels from the header line and print metrics.")
+@click.option("--labels", "labels_table", type=click.Path(exists=True, dir_okay=False),
+              help="TSV of record name and true label; print metrics.")
+@max_tokens_option
+@device_option
+@precision_option
+@quiet_option
+def predict(input_path: str, model: str, output: str, rc: bool, label_regex, labels_table,
+            max_tokens: int, device: str, precision: str, quiet: bool) -> None:
+    """Predict class probabilities for every record of a FASTA file.
+
+    Writes a TSV with name, length, predicted and one p_<label> column per class, in input
+    order. The FASTA is streamed, so memory stays flat whatever its size.
+
+    Example: cmx predict genes.fa --model run/ -o predictions.tsv
+    """
+    if input_path.lower().endswith(VCF_SUFFIXES):
+        raise CmxError(
+            f"{input_path}: VCF/BCF scoring is not available in cmx {__version__}",
+            "predict on FASTA sequences; variant scoring comes with `cmx finetune`.")
+    from cmx_cli.pipelines import predict_fasta
+
+    predict_fasta.run(
+        predict_fasta.PredictFastaConfig(
+            fasta=input_path, model=model, output=output, average_strands=rc,
+            label_regex=label_regex, labels_table=labels_table, max_tokens=max_tokens,
+            device=device, precision=precision),
+        Reporter(quiet))
+
+
+@cli.command()
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("cmx-demo"), show_default=True,
+              help="Directory for the demo's data, run and predictions.")
+@device_option
+@quiet_option
+def demo(out: Path, device: str, quiet: bool) -> None:
+    """Train and predict on the bundled Klebsiella vs Acinetobacter genes.
+
+    Copies the bundled FASTA files into --out, trains a small classifier, then predicts
+    held-out genes and reports their ROC-AUC. Takes a few minutes on a laptop CPU.
+
+    Example: cmx demo --out cmx-demo
+    """
+    from cmx_cli.pipelines import demo as pipeline
+
+    pipeline.run(out, device, Reporter(quiet))
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning errors into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.ClickException as error:
+        if debug:
+            raise
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as error:
+        sys.exit(error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except TrainingInterrupted as error:
+        click.echo(f"Interrupted: {error}. Hint: continue with `cmx train --resume --out "
+                   f"{error.run_dir}`.", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - last line of defence against tracebacks
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        click.echo(f"Error: internal error: {type(error).__name__}: {message}. Hint: rerun with "
+                   "--debug for the traceback and report it.", err=True)
+        sys.exit(1)

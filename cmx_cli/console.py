@@ -1,0 +1,101 @@
+"""What people see: progress, tables and one summary line, all on stderr (STYLE.md rule 7).
+
+Progress bars, tables and notes are shown only when stderr is a terminal and ``--quiet`` is
+off. Errors and the final summary line are always printed. Warnings are always collected;
+they are shown live when interactive, and their count is added to the summary line.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class Reporter:
+    """Routes messages for people to stderr according to ``--quiet`` and the terminal.
+
+    Args:
+        quiet: Suppress everything but errors and the summary line.
+        console: A rich console on stderr (tests pass their own).
+    """
+
+    def __init__(self, quiet: bool = False, console: Optional[Console] = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.interactive = not quiet and self.console.is_terminal
+        self.warnings: list[str] = []
+
+    def note(self, message: str) -> None:
+        """A line of context (what was read, where the run goes)."""
+        if self.interactive:
+            self.console.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        """Something the user should know; counted in the summary."""
+        self.warnings.append(message)
+        if self.interactive:
+            self.console.print(f"[yellow]Warning:[/yellow] {message}", highlight=False)
+
+    def table(self, renderable) -> None:
+        """A rich table (closing metrics)."""
+        if self.interactive:
+            self.console.print(renderable)
+
+    def summary(self, message: str) -> None:
+        """The one line printed whatever the settings."""
+        if self.warnings and not self.interactive:
+            message += f" ({len(self.warnings)} warning(s); see the run's metrics.json)"
+        self.console.print(message, highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: Optional[int], unit: str = "step") -> Iterator["Progress"]:
+        """A progress bar with loss, throughput and ETA fields.
+
+        Yields:
+            An object with ``advance(steps=1, **fields)``; a no-op when not interactive.
+        """
+        if not self.interactive:
+            yield _SilentProgress()
+            return
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit + "s"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            task = bar.add_task(description, total=total, status="")
+            yield _LiveProgress(bar, task)
+
+
+class _SilentProgress:
+    def advance(self, steps: int = 1, status: str = "") -> None:  # noqa: D102
+        return None
+
+    def describe(self, description: str) -> None:  # noqa: D102
+        return None
+
+
+class _LiveProgress:
+    def __init__(self, bar: Progress, task) -> None:
+        self.bar, self.task = bar, task
+
+    def advance(self, steps: int = 1, status: str = "") -> None:
+        """Move the bar and update the status text (loss, tokens/s)."""
+        self.bar.update(self.task, advance=steps, status=status)
+
+    def describe(self, description: str) -> None:
+        """Change the label (e.g. the epoch)."""
+        self.bar.update(self.task, description=description)

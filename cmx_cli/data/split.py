@@ -1,0 +1,76 @@
+"""Train/validation/test splits: stratified from one seed, saved with the run.
+
+A split is one word per sequence: ``train``, ``val`` or ``test``. It is written to the run
+directory as ``split.tsv`` (name, source, label, split) so a run can be reproduced, resumed
+and audited.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cmx_cli.errors import CmxError
+
+SPLITS = ("train", "val", "test")
+
+
+def stratified_split(
+    labels: Sequence[str], val_fraction: float, test_fraction: float, seed: int
+) -> list[str]:
+    """Assign each sequence to a split, keeping class proportions in each.
+
+    Within each class the members are shuffled with the seed; the first
+    round(n·test_fraction) go to test, the next round(n·val_fraction) to validation, the
+    rest to training. A class too small to give each split a member keeps them in training.
+
+    Args:
+        labels: Class label of each sequence.
+        val_fraction: Share of each class for validation.
+        test_fraction: Share of each class for the test set.
+        seed: Random seed.
+
+    Returns:
+        The split name of each sequence.
+    """
+    rng = np.random.default_rng(seed)
+    assignment = ["train"] * len(labels)
+    by_class: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    for label in sorted(by_class):
+        members = np.asarray(by_class[label])[rng.permutation(len(by_class[label]))]
+        n_test = int(round(len(members) * test_fraction))
+        n_val = int(round(len(members) * val_fraction))
+        if n_test + n_val >= len(members):  # keep at least one training example
+            n_test = n_val = 0
+        for index in members[:n_test]:
+            assignment[index] = "test"
+        for index in members[n_test : n_test + n_val]:
+            assignment[index] = "val"
+    return assignment
+
+
+def write_split(path: Path, names, sources, labels, splits) -> None:
+    """Write ``split.tsv``: one row per sequence, in input order."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["name", "source", "label", "split"])
+        writer.writerows(zip(names, sources, labels, splits))
+
+
+def read_split(path: Path) -> dict[tuple[str, str], str]:
+    """Read ``split.tsv`` into {(source, name): split}.
+
+    Raises:
+        CmxError: When the file is missing or malformed.
+    """
+    if not path.is_file():
+        raise CmxError(f"{path}: the run has no split file", "resume only runs made by `cmx train`.")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    if rows and not {"name", "source", "split"} <= set(rows[0]):
+        raise CmxError(f"{path}: missing columns name, source, split", "the run directory is damaged.")
+    return {(row["source"], row["name"]): row["split"] for row in rows}

@@ -1,0 +1,50 @@
+"""Atomic outputs: nothing half-written is ever left under the requested name (DESIGN.md).
+
+Files are written to a temporary name in the target directory and renamed when complete.
+``-`` means standard output.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+from cmx_cli.errors import CmxError
+
+
+@contextlib.contextmanager
+def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
+    """Open ``path`` for writing through a temporary file renamed on success.
+
+    Args:
+        path: Destination, or ``-`` for standard output (text mode only).
+        mode: ``"w"`` for text or ``"wb"`` for bytes.
+
+    Yields:
+        A writable file object. On any exception the temporary file is removed and the
+        destination is left untouched.
+    """
+    if str(path) == "-":
+        yield sys.stdout if "b" not in mode else sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    destination = Path(path)
+    if not destination.parent.is_dir():
+        raise CmxError(
+            f"{destination}: the directory {destination.parent} does not exist",
+            "create it first, or choose another output path.",
+        )
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
+    )
+    try:
+        with os.fdopen(descriptor, mode) as handle:
+            yield handle
+        os.replace(temporary, destination)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,342 @@
+"""`cmx train`: supervised classification of variable-length sequences from FASTA.
+
+Flow: read and label the FASTA files → drop duplicate sequences → split → train a
+ChordMixer classifier (best and last checkpoints, log) → evaluate the best model on the
+held-out data → fit the k-mer baseline on the same split → write metrics.json.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from cmx_cli import __version__
+from cmx_cli.console import Reporter
+from cmx_cli.data.dedup import drop_duplicates
+from cmx_cli.data.split import read_split, stratified_split, write_split
+from cmx_cli.errors import CmxError
+from cmx_cli.io.labels import LabelledSequences, LabelRule, load_labelled, parse_fasta_argument
+from cmx_cli.io.output import atomic_output
+from cmx_cli.kmer_baseline import KmerBaseline
+from cmx_cli.metrics import classification_metrics, length_table, metrics_by_length, metrics_table
+from cmx_cli.runtime import resolve_device, resolve_precision
+from cmx_cli.training.checkpoint import LAST, Checkpoint, load_checkpoint
+from cmx_cli.training.classification import KIND, ClassificationTask, predict_probabilities
+from cmx_cli.training.loop import TrainingSettings, fit
+from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
+
+CONFIG_NAME = "config.json"
+SPLIT_NAME = "split.tsv"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything needed to rerun `cmx train` (saved as the run's config.json)."""
+
+    fasta: tuple
+    out: str
+    label_regex: Optional[str] = None
+    labels_table: Optional[str] = None
+    val_fasta: tuple = ()
+    test_fasta: tuple = ()
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    deduplicate: bool = True
+    max_len: Optional[int] = None
+    track_size: int = 16
+    hidden_size: int = 128
+    dropout: float = 0.1
+    max_tokens: int = 16384
+    class_weights: str = "none"
+    kmer_k: int = 5
+    device: str = "auto"
+    precision: str = "auto"
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    def to_dict(self) -> dict:
+        """Plain dict for config.json."""
+        values = asdict(self)
+        values["fasta"], values["val_fasta"], values["test_fasta"] = (
+            list(self.fasta), list(self.val_fasta), list(self.test_fasta))
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Rebuild from config.json."""
+        values = dict(values)
+        values["training"] = TrainingSettings(**values["training"])
+        for key in ("fasta", "val_fasta", "test_fasta"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a training run."""
+
+    run_dir: Path
+    metrics: dict
+    summary: str
+
+
+@dataclass
+class _Dataset:
+    """All labelled sequences of a run, each assigned to a split."""
+
+    sequences: LabelledSequences
+    splits: list
+    class_names: list
+
+    def part(self, split: str) -> tuple[list, np.ndarray, np.ndarray]:
+        """Token arrays, class indices and lengths of one split."""
+        index = {name: i for i, name in enumerate(self.class_names)}
+        members = [i for i, s in enumerate(self.splits) if s == split]
+        tokens = [self.sequences.tokens[i] for i in members]
+        labels = np.array([index[self.sequences.labels[i]] for i in members], dtype=np.int64)
+        lengths = np.array([len(t) for t in tokens], dtype=np.int64)
+        return tokens, labels, lengths
+
+
+def _load(arguments: tuple, rule: LabelRule, reporter: Reporter) -> LabelledSequences:
+    sequences, warnings = load_labelled([parse_fasta_argument(a) for a in arguments], rule)
+    for warning in warnings:
+        reporter.warn(warning)
+    return sequences
+
+
+def load_dataset(config: TrainConfig, reporter: Reporter) -> _Dataset:
+    """Read, label, deduplicate and split the run's sequences.
+
+    Raises:
+        CmxError: For unreadable inputs, fewer than two classes, or held-out classes that
+            training never sees.
+    """
+    rule = LabelRule.build(config.label_regex, config.labels_table)
+    pool = _load(config.fasta, rule, reporter)
+    held_out = {
+        "val": _load(config.val_fasta, rule, reporter) if config.val_fasta else None,
+        "test": _load(config.test_fasta, rule, reporter) if config.test_fasta else None,
+    }
+    combined = LabelledSequences([], [], [], [])
+    splits: list = []
+    for split, part in (("val", held_out["val"]), ("test", held_out["test"]), ("pool", pool)):
+        if part is not None:
+            combined.names += part.names
+            combined.labels += part.labels
+            combined.tokens += part.tokens
+            combined.sources += part.sources
+            splits += [split] * len(part)
+    if config.deduplicate:
+        # Held-out files come first, so a training copy of a held-out sequence is dropped.
+        keep, messages = drop_duplicates(combined)
+        for message in messages:
+            reporter.warn(message)
+        combined = LabelledSequences(
+            [combined.names[i] for i in keep], [combined.labels[i] for i in keep],
+            [combined.tokens[i] for i in keep], [combined.sources[i] for i in keep])
+        splits = [splits[i] for i in keep]
+    pool_members = [i for i, s in enumerate(splits) if s == "pool"]
+    pool_splits = stratified_split(
+        [combined.labels[i] for i in pool_members],
+        0.0 if config.val_fasta else config.val_fraction,
+        0.0 if config.test_fasta else config.test_fraction,
+        config.training.seed,
+    )
+    for member, split in zip(pool_members, pool_splits):
+        splits[member] = split
+    train_classes = sorted({label for label, s in zip(combined.labels, splits) if s == "train"})
+    if len(train_classes) < 2:
+        raise CmxError(
+            f"{', '.join(config.fasta)}: the training data has {len(train_classes)} class(es) "
+            f"({', '.join(train_classes) or 'none'}); a classifier needs at least two",
+            "give one --fasta per class, or a --label-regex / --labels that finds two or more labels.",
+        )
+    unseen = sorted({label for label in combined.labels} - set(train_classes))
+    if unseen:
+        raise CmxError(
+            f"the held-out data has classes that training never sees: {', '.join(unseen)}",
+            "add training sequences of those classes or remove them from --val-fasta/--test-fasta.",
+        )
+    return _Dataset(combined, splits, train_classes)
+
+
+def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> Optional[torch.Tensor]:
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1.0)), dtype=torch.float32)
+
+
+def _prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
+    run_dir = Path(config.out)
+    if resume:
+        if not (run_dir / LAST).is_file():
+            raise CmxError(f"{run_dir}: no {LAST} to resume from",
+                           "start the run without --resume first.")
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise CmxError(
+            f"{run_dir}: the run directory already exists and is not empty",
+            "choose a new --out, delete the old run, or continue it with --resume.",
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _write_json(path: Path, values: dict) -> None:
+    with atomic_output(path) as handle:
+        json.dump(values, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+
+
+def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool = False) -> TrainResult:
+    """Train a classifier and evaluate it beside the k-mer baseline.
+
+    Args:
+        config: The run's settings.
+        reporter: Where people-facing output goes (silent by default).
+        resume: Continue the run in ``config.out`` from its ``last.pt``.
+
+    Returns:
+        A :class:`TrainResult` with the metrics written to ``metrics.json``.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    started = time.monotonic()
+    run_dir = _prepare_run_dir(config, resume)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    dataset = load_dataset(config, reporter)
+    names, sources = dataset.sequences.names, dataset.sequences.sources
+    if resume:
+        saved = read_split(run_dir / "split.tsv")
+        if saved != {(s, n): split for s, n, split in zip(sources, names, dataset.splits)}:
+            raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's split",
+                           "resume with the same FASTA files, or start a new run.")
+    else:
+        write_split(run_dir / SPLIT_NAME, names, sources, dataset.sequences.labels, dataset.splits)
+        _write_json(run_dir / CONFIG_NAME, config.to_dict())
+    train_x, train_y, _ = dataset.part("train")
+    val_x, val_y, _ = dataset.part("val")
+    test_x, test_y, test_lengths = dataset.part("test")
+    n_classes = len(dataset.class_names)
+    reporter.note(
+        f"{len(train_x)} training, {len(val_x)} validation and {len(test_x)} test sequences; "
+        f"classes: {', '.join(dataset.class_names)}; device {device}, {precision}"
+    )
+
+    longest = max(len(t) for t in dataset.sequences.tokens)
+    model_config = ClassifierConfig(
+        ChordMixerConfig(max_len=config.max_len or longest, track_size=config.track_size,
+                         hidden_size=config.hidden_size, dropout=config.dropout),
+        n_classes=n_classes,
+    )
+    model = SequenceClassifier(model_config)
+    resume_state = None
+    if resume:
+        last = load_checkpoint(run_dir, KIND, name=LAST)
+        model.load_state_dict(last.state_dict)
+        resume_state = last.training_state
+    model.to(device)
+
+    def make_checkpoint(state_dict: dict, training_state: Optional[dict]) -> Checkpoint:
+        return Checkpoint(kind=KIND, model_config=model_config.to_dict(), state_dict=state_dict,
+                          labels=dataset.class_names, training_state=training_state)
+
+    task = ClassificationTask(
+        train_x, train_y, val_x, val_y, n_classes, config.max_tokens, device, precision,
+        _class_weights(train_y, n_classes, config.class_weights),
+    )
+    result = fit(model, task, config.training, run_dir, device, precision, reporter,
+                 make_checkpoint, resume_state)
+
+    best = load_checkpoint(run_dir, KIND)
+    model.load_state_dict(best.state_dict)
+    evaluation = {}
+    for split, (x, y) in (("val", (val_x, val_y)), ("test", (test_x, test_y))):
+        if len(x):
+            probabilities = predict_probabilities(model, x, config.max_tokens, device, precision)
+            evaluation[split] = (y, probabilities)
+    baseline_started = time.monotonic()
+    baseline = KmerBaseline(k=config.kmer_k,
+                            class_weight="balanced" if config.class_weights == "balanced" else None,
+                            seed=config.training.seed).fit(train_x, train_y)
+    baseline_evaluation = {split: (y, baseline.predict_proba(x))
+                           for split, (x, y) in (("val", (val_x, val_y)), ("test", (test_x, test_y)))
+                           if len(x)}
+    baseline_seconds = time.monotonic() - baseline_started
+
+    report_split = "test" if "test" in evaluation else "val"
+    metrics = {
+        "cmx_version": __version__,
+        "classes": dataset.class_names,
+        "data": {split: {name: int((labels == i).sum()) for i, name in enumerate(dataset.class_names)}
+                 for split, (_, labels, _) in (("train", dataset.part("train")),
+                                               ("val", dataset.part("val")),
+                                               ("test", dataset.part("test")))},
+        "model": {split: classification_metrics(y, p, n_classes) for split, (y, p) in evaluation.items()},
+        "kmer_baseline": {"description": baseline.describe(), "seconds": round(baseline_seconds, 2)} | {
+            split: classification_metrics(y, p, n_classes) for split, (y, p) in baseline_evaluation.items()},
+        "training": {
+            "epochs_completed": result.epochs_completed, "steps": result.steps,
+            "best_epoch": result.best_epoch, "stopped_because": result.stopped_because,
+            "seconds": round(result.seconds, 2), "device": str(device), "precision": precision,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "model_config": model_config.to_dict(),
+        },
+        "warnings": list(reporter.warnings),
+    }
+    if report_split in evaluation:
+        _, lengths_of = None, {"val": dataset.part("val")[2], "test": test_lengths}[report_split]
+        y, p = evaluation[report_split]
+        metrics["model"][f"{report_split}_by_length"] = metrics_by_length(y, p, lengths_of, n_classes)
+        y, p = baseline_evaluation[report_split]
+        metrics["kmer_baseline"][f"{report_split}_by_length"] = metrics_by_length(y, p, lengths_of, n_classes)
+    _write_json(run_dir / METRICS_NAME, metrics)
+
+    summary = _summarise(metrics, report_split, result, run_dir, time.monotonic() - started)
+    if report_split in evaluation:
+        reporter.table(metrics_table(
+            f"{report_split} set",
+            {"cmx": metrics["model"][report_split],
+             "k-mer baseline": metrics["kmer_baseline"][report_split]}))
+        reporter.table(length_table(f"cmx {report_split} ROC-AUC by length percentile",
+                                    metrics["model"][f"{report_split}_by_length"]))
+    reporter.summary(summary)
+    return TrainResult(run_dir, metrics, summary)
+
+
+def _summarise(metrics: dict, split: str, result, run_dir: Path, seconds: float) -> str:
+    model, baseline = metrics["model"].get(split), metrics["kmer_baseline"].get(split)
+
+    def auc(values):
+        return "n/a" if not values or values["roc_auc"] is None else f"{values['roc_auc']:.3f}"
+
+    if model is None:
+        held_out = "no held-out data"
+    else:
+        held_out = (f"{split} ROC-AUC {auc(model)} (k-mer baseline {auc(baseline)}) "
+                    f"on {model['n']} sequences")
+    return (f"cmx train: {held_out}; best epoch {result.best_epoch} of "
+            f"{result.epochs_completed}, stopped by {result.stopped_because}; "
+            f"{seconds:.0f} s; run in {run_dir}")
+
+
+def read_config(run_dir: Path) -> TrainConfig:
+    """Read a run's config.json (for ``--resume``).
+
+    Raises:
+        CmxError: When the run has no readable config.
+    """
+    path = Path(run_dir) / CONFIG_NAME
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise CmxError(f"{path}: no such file", "--resume needs a run directory made by `cmx train`.") from None
+    except (json.JSONDecodeError, TypeError, KeyError) as error:
+        raise CmxError(f"{path}: not a cmx train config ({error})", "the run directory is damaged.") from None

@@ -1,0 +1,150 @@
+"""Checkpoints: one self-describing file per model, loadable with ``weights_only=True``.
+
+A checkpoint holds plain data only: the state dict, the network's config as a dict, the
+alphabet, the label names, the cmx version and the kind of model. The network is rebuilt
+from the stored config, never from flags (DESIGN.md, "Checkpoints"). ``last.pt`` also holds
+the optimizer and scheduler state and the epoch counters that ``--resume`` needs.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from cmx_cli import __version__
+from cmx_cli.alphabet import ALPHABET_NAME
+from cmx_cli.errors import CmxError
+
+FORMAT = "cmx-checkpoint"
+FORMAT_VERSION = 1
+BEST = "model.pt"
+LAST = "last.pt"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds.
+
+    Attributes:
+        kind: The model kind, e.g. ``classifier``.
+        model_config: The network config as a plain dict.
+        state_dict: The network's weights.
+        labels: Class names in output order (empty for models without classes).
+        extra: Kind-specific plain data (e.g. masking settings).
+        training_state: Optimizer, scheduler and counters; only in ``last.pt``.
+        cmx_version: Version of cmx that wrote it.
+        alphabet: Name of the token alphabet.
+        path: Where it was read from.
+    """
+
+    kind: str
+    model_config: dict
+    state_dict: dict
+    labels: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    training_state: Optional[dict] = None
+    cmx_version: str = __version__
+    alphabet: str = ALPHABET_NAME
+    path: Optional[Path] = None
+
+    def to_payload(self) -> dict:
+        """Plain dict for ``torch.save``."""
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "cmx_version": self.cmx_version,
+            "kind": self.kind,
+            "alphabet": self.alphabet,
+            "model_config": self.model_config,
+            "labels": list(self.labels),
+            "extra": self.extra,
+            "state_dict": self.state_dict,
+        }
+        if self.training_state is not None:
+            payload["training_state"] = self.training_state
+        return payload
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(descriptor)
+    try:
+        torch.save(checkpoint.to_payload(), temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def resolve_checkpoint_path(path: Union[str, Path], name: str = BEST) -> Path:
+    """A run directory means its ``model.pt`` (or ``name``); a file means itself."""
+    path = Path(path)
+    return path / name if path.is_dir() else path
+
+
+def load_checkpoint(
+    path: Union[str, Path], expected_kind: Optional[str] = None, name: str = BEST
+) -> Checkpoint:
+    """Read a checkpoint safely (``torch.load(weights_only=True)``).
+
+    Args:
+        path: A checkpoint file or a run directory.
+        expected_kind: Raise unless the checkpoint is of this kind.
+        name: File to read inside a run directory.
+
+    Raises:
+        CmxError: When the file is missing, is not a cmx checkpoint, or is of another kind.
+    """
+    file = resolve_checkpoint_path(path, name)
+    if not file.is_file():
+        raise CmxError(
+            f"{file}: no such checkpoint",
+            "pass a run directory made by `cmx train` (it holds model.pt) or a .pt file.",
+        )
+    try:
+        payload: Any = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
+            OSError, AttributeError, TypeError) as error:
+        raise CmxError(
+            f"{file}: not a cmx checkpoint ({type(error).__name__})",
+            "pass the model.pt of a cmx run directory; cmx loads no other model files.",
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CmxError(
+            f"{file}: not a cmx checkpoint (no cmx format marker)",
+            "pass the model.pt of a cmx run directory; cmx loads no other model files.",
+        )
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CmxError(
+            f"{file}: written by a newer cmx ({payload.get('cmx_version')})",
+            "upgrade cmx to read it.",
+        )
+    checkpoint = Checkpoint(
+        kind=payload["kind"],
+        model_config=payload["model_config"],
+        state_dict=payload["state_dict"],
+        labels=list(payload.get("labels", [])),
+        extra=dict(payload.get("extra", {})),
+        training_state=payload.get("training_state"),
+        cmx_version=payload.get("cmx_version", "unknown"),
+        alphabet=payload.get("alphabet", ALPHABET_NAME),
+        path=file,
+    )
+    if checkpoint.alphabet != ALPHABET_NAME:
+        raise CmxError(
+            f"{file}: uses the alphabet {checkpoint.alphabet!r}, this cmx uses {ALPHABET_NAME!r}",
+            "use the cmx version that wrote it.",
+        )
+    if expected_kind is not None and checkpoint.kind != expected_kind:
+        raise CmxError(
+            f"{file}: is a {checkpoint.kind} model, this command needs a {expected_kind} model",
+            "check which run directory you passed to --model.",
+        )
+    return checkpoint

@@ -1,0 +1,156 @@
+"""Sequence classification: the task `cmx train` optimises and the inference `cmx predict` runs."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmx_cli.alphabet import reverse_complement
+from cmx_cli.data.batching import make_batches, pack
+from cmx_cli.errors import CmxError
+from cmx_cli.metrics import classification_metrics
+from cmx_cli.runtime import autocast
+from cmx_cli.training.checkpoint import Checkpoint
+from models import ClassifierConfig, SequenceClassifier
+
+KIND = "classifier"
+
+
+class ClassificationTask:
+    """Cross-entropy on labelled sequences; validation by ROC-AUC from probabilities.
+
+    Args:
+        train_sequences: Token arrays of the training set.
+        train_labels: Class index of each.
+        val_sequences: Token arrays of the validation set (may be empty).
+        val_labels: Class index of each.
+        n_classes: Number of classes.
+        max_tokens: Token budget per batch.
+        device: Where to compute.
+        precision: ``fp32`` or ``bf16``.
+        class_weights: (C,) loss weight per class, or None.
+    """
+
+    def __init__(
+        self,
+        train_sequences: Sequence[np.ndarray],
+        train_labels: np.ndarray,
+        val_sequences: Sequence[np.ndarray],
+        val_labels: np.ndarray,
+        n_classes: int,
+        max_tokens: int,
+        device: torch.device,
+        precision: str,
+        class_weights: Optional[torch.Tensor] = None,
+    ) -> None:
+        self.train_sequences = train_sequences
+        self.train_labels = torch.as_tensor(train_labels, dtype=torch.int64)
+        self.train_lengths = [len(sequence) for sequence in train_sequences]
+        self.val_sequences = val_sequences
+        self.val_labels = np.asarray(val_labels)
+        self.n_classes = n_classes
+        self.max_tokens = max_tokens
+        self.device = device
+        self.precision = precision
+        self.class_weights = None if class_weights is None else class_weights.to(device)
+
+    def epoch_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        """Shuffled token-budget batches of training indices."""
+        return make_batches(self.train_lengths, self.max_tokens, shuffle=True, rng=rng)
+
+    def batch_tokens(self, batch: list[int]) -> int:
+        """Tokens in a batch."""
+        return sum(self.train_lengths[index] for index in batch)
+
+    def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> torch.Tensor:
+        """Weighted cross-entropy of one batch (mean over its sequences)."""
+        tokens, offsets = pack([self.train_sequences[index] for index in batch])
+        logits = model(tokens.to(device, non_blocking=True), offsets.to(device, non_blocking=True))
+        targets = self.train_labels[batch].to(device)
+        return F.cross_entropy(logits.float(), targets, weight=self.class_weights)
+
+    def validate(self, model: nn.Module) -> Optional[dict]:
+        """Validation loss and metrics; the score is ROC-AUC (minus loss when undefined)."""
+        if len(self.val_sequences) == 0:
+            return None
+        probabilities = predict_probabilities(
+            model, self.val_sequences, self.max_tokens, self.device, self.precision
+        )
+        targets = torch.as_tensor(self.val_labels, dtype=torch.int64)
+        loss = F.nll_loss(torch.log(torch.as_tensor(probabilities).clamp_min(1e-12)), targets)
+        metrics = classification_metrics(self.val_labels, probabilities, self.n_classes)
+        score = metrics["roc_auc"] if metrics["roc_auc"] is not None else -float(loss)
+        return {"score": score, "loss": float(loss), "roc_auc": metrics["roc_auc"],
+                "accuracy": metrics["accuracy"]}
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: nn.Module,
+    sequences: Sequence[np.ndarray],
+    max_tokens: int,
+    device: torch.device,
+    precision: str,
+    average_strands: bool = False,
+) -> np.ndarray:
+    """Class probabilities for each sequence, in input order.
+
+    Args:
+        model: A sequence classifier.
+        sequences: Token arrays.
+        max_tokens: Token budget per batch.
+        device: Where to compute.
+        precision: ``fp32`` or ``bf16``.
+        average_strands: Average the forward and reverse-complement probabilities.
+
+    Returns:
+        (N, C) float64 probabilities.
+    """
+    was_training = model.training
+    model.eval()
+    probabilities = _strand_probabilities(model, sequences, max_tokens, device, precision)
+    if average_strands:
+        reverse = [reverse_complement(sequence) for sequence in sequences]
+        probabilities = 0.5 * (
+            probabilities + _strand_probabilities(model, reverse, max_tokens, device, precision)
+        )
+    model.train(was_training)
+    return probabilities
+
+
+def _strand_probabilities(model, sequences, max_tokens, device, precision) -> np.ndarray:
+    n_classes = model.config.n_classes
+    output = np.zeros((len(sequences), n_classes), dtype=np.float64)
+    for batch in make_batches([len(sequence) for sequence in sequences], max_tokens):
+        tokens, offsets = pack([sequences[index] for index in batch])
+        with autocast(device, precision):
+            logits = model(tokens.to(device), offsets.to(device))
+        output[batch] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return output
+
+
+def build_classifier(checkpoint: Checkpoint) -> SequenceClassifier:
+    """Rebuild a classifier from its checkpoint's config and load its weights.
+
+    Raises:
+        CmxError: When the weights do not fit the stored config.
+    """
+    config = ClassifierConfig.from_dict(checkpoint.model_config)
+    model = SequenceClassifier(config)
+    try:
+        model.load_state_dict(checkpoint.state_dict)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise CmxError(
+            f"{checkpoint.path}: the weights do not fit the stored model config ({first_line})",
+            "the checkpoint is damaged or was edited; retrain or use another run.",
+        ) from error
+    if len(checkpoint.labels) != config.n_classes:
+        raise CmxError(
+            f"{checkpoint.path}: {len(checkpoint.labels)} labels for {config.n_classes} outputs",
+            "the checkpoint is damaged; retrain or use another run.",
+        )
+    return model

@@ -1,0 +1,274 @@
+"""The training loop shared by every cmx job: AdamW, warmup + cosine decay, clipping,
+early stopping, checkpoints, resume, time and step bounds, progress.
+
+What is specific to a job (its batches, its loss, its validation metric) comes in through a
+:class:`Task`; the loop knows nothing about labels, masks or variants.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cmx_cli.console import Reporter
+from cmx_cli.runtime import autocast
+from cmx_cli.training.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
+
+LOG_NAME = "log.tsv"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How long and how to optimise (the flags shared by train, pretrain and finetune)."""
+
+    epochs: Optional[int] = 20
+    max_steps: Optional[int] = None
+    max_time_minutes: Optional[float] = None
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    patience: Optional[int] = 5
+    seed: int = 0
+
+
+class Task(Protocol):
+    """The job-specific half of training."""
+
+    def epoch_batches(self, rng: np.random.Generator) -> Sequence[Any]:
+        """The training batches of one epoch, shuffled with ``rng``."""
+
+    def batch_tokens(self, batch: Any) -> int:
+        """Number of tokens in a batch (for throughput)."""
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        """Scalar training loss of one batch."""
+
+    def validate(self, model: nn.Module) -> Optional[dict]:
+        """Validation metrics with a ``score`` key (higher is better), or None without
+        validation data."""
+
+
+@dataclass
+class FitResult:
+    """What happened during :func:`fit`."""
+
+    epochs_completed: int
+    steps: int
+    best_epoch: Optional[int]
+    best_score: Optional[float]
+    stopped_because: str
+    seconds: float
+    history: list = field(default_factory=list)
+
+
+class TrainingInterrupted(Exception):
+    """Raised on Ctrl-C after the last completed epoch is safely on disk."""
+
+    def __init__(self, epoch: int, run_dir: Path) -> None:
+        super().__init__(f"interrupted; {run_dir / LAST} holds the end of epoch {epoch}")
+        self.epoch, self.run_dir = epoch, run_dir
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """Learning-rate factor: linear warmup, then cosine decay to 1% of the peak."""
+    warmup = max(1, int(round(total_steps * warmup_fraction)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_optimizer(model: nn.Module, settings: TrainingSettings) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and norm scales)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in parameters if p.dim() >= 2]
+    no_decay = [p for p in parameters if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.learning_rate,
+    )
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row), delimiter="\t", lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow({key: _format_cell(value) for key, value in row.items()})
+
+
+def _format_cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    settings: TrainingSettings,
+    run_dir: Path,
+    device: torch.device,
+    precision: str,
+    reporter: Reporter,
+    make_checkpoint: Callable[[dict, Optional[dict]], Checkpoint],
+    resume_state: Optional[dict] = None,
+) -> FitResult:
+    """Train ``model`` on ``task`` and keep its best and last checkpoints in ``run_dir``.
+
+    Args:
+        model: The network, already on ``device``.
+        task: Batches, loss and validation of the job.
+        settings: Optimisation and stopping settings.
+        run_dir: Run directory; ``model.pt`` (best), ``last.pt`` and ``log.tsv`` go here.
+        device: Where to compute.
+        precision: ``fp32`` or ``bf16``.
+        reporter: Progress and messages.
+        make_checkpoint: Builds a :class:`Checkpoint` from a state dict and a training
+            state (None for the best-model file).
+        resume_state: The ``training_state`` of a ``last.pt`` to continue from.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        TrainingInterrupted: On Ctrl-C, after the last completed epoch is saved.
+    """
+    optimizer = build_optimizer(model, settings)
+    first_epoch_batches = task.epoch_batches(np.random.default_rng([settings.seed, 0]))
+    epochs = settings.epochs if settings.epochs is not None else 10**9
+    total_steps = epochs * len(first_epoch_batches)
+    if settings.max_steps is not None:
+        total_steps = min(total_steps, settings.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, settings.warmup_fraction)
+    )
+    epoch, step = 0, 0
+    best_score: Optional[float] = None
+    best_epoch: Optional[int] = None
+    stale_epochs = 0
+    elapsed_before = 0.0
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        epoch, step = resume_state["epoch"], resume_state["step"]
+        best_score, best_epoch = resume_state["best_score"], resume_state["best_epoch"]
+        stale_epochs = resume_state["stale_epochs"]
+        elapsed_before = resume_state["seconds"]
+    started = time.monotonic()
+    deadline = None
+    if settings.max_time_minutes is not None:
+        deadline = started + 60.0 * settings.max_time_minutes
+    history: list[dict] = []
+    stopped_because = "epochs"
+    log_path = run_dir / LOG_NAME
+
+    while epoch < epochs:
+        if settings.max_steps is not None and step >= settings.max_steps:
+            stopped_because = "max-steps"
+            break
+        # Seeding per epoch makes a resumed run replay exactly what an uninterrupted one does.
+        torch.manual_seed(settings.seed * 1_000_003 + epoch)
+        rng = np.random.default_rng([settings.seed, epoch])
+        batches = first_epoch_batches if epoch == 0 else task.epoch_batches(rng)
+        model.train()
+        epoch_started = time.monotonic()
+        loss_sum, loss_batches, tokens_seen = 0.0, 0, 0
+        partial = False
+        try:
+            with reporter.progress(f"epoch {epoch + 1}", len(batches)) as bar:
+                for batch in batches:
+                    optimizer.zero_grad(set_to_none=True)
+                    with autocast(device, precision):
+                        loss = task.loss(model, batch, device)
+                    loss.backward()
+                    if settings.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    loss_sum += float(loss.detach())
+                    loss_batches += 1
+                    tokens_seen += task.batch_tokens(batch)
+                    rate = tokens_seen / max(1e-9, time.monotonic() - epoch_started)
+                    bar.advance(status=f"loss {loss_sum / loss_batches:.4f}  {rate:,.0f} tok/s")
+                    if settings.max_steps is not None and step >= settings.max_steps:
+                        stopped_because, partial = "max-steps", True
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        stopped_because, partial = "max-time", True
+                        break
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(epoch, run_dir) from None
+        # The last batch of an epoch also ends it: no partial flag then.
+        partial = partial and loss_batches < len(batches)
+        epoch += 1
+        validation = task.validate(model)
+        seconds = time.monotonic() - epoch_started
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "complete": not partial,
+            "learning_rate": scheduler.get_last_lr()[0],
+            "train_loss": loss_sum / max(1, loss_batches),
+            "tokens_per_second": tokens_seen / max(1e-9, seconds),
+            "seconds": seconds,
+        }
+        score = None
+        if validation is not None:
+            score = validation.get("score")
+            row.update({f"val_{key}": value for key, value in validation.items() if key != "score"})
+        improved = validation is None or (
+            score is not None and (best_score is None or score > best_score)
+        )
+        if improved:
+            best_score, best_epoch, stale_epochs = score, epoch, 0
+            save_checkpoint(make_checkpoint(model.state_dict(), None), run_dir / BEST)
+        else:
+            stale_epochs += 1
+        row["best"] = improved
+        history.append(row)
+        _append_log(log_path, row)
+        training_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "best_score": best_score,
+            "best_epoch": best_epoch,
+            "stale_epochs": stale_epochs,
+            "seconds": elapsed_before + (time.monotonic() - started),
+        }
+        save_checkpoint(make_checkpoint(model.state_dict(), training_state), run_dir / LAST)
+        summary = f"epoch {epoch}: train loss {row['train_loss']:.4f}"
+        if score is not None:
+            summary += f", validation score {score:.4f}" + (" (best)" if improved else "")
+        reporter.note(summary)
+        if partial:
+            break
+        if settings.patience is not None and validation is not None and stale_epochs >= settings.patience:
+            stopped_because = "early-stopping"
+            break
+    return FitResult(
+        epochs_completed=epoch,
+        steps=step,
+        best_epoch=best_epoch,
+        best_score=best_score,
+        stopped_because=stopped_because,
+        seconds=elapsed_before + (time.monotonic() - started),
+        history=history,
+    )
