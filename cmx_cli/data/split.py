@@ -71,6 +71,7 @@ def read_split(path: Path) -> dict[tuple[str, str], str]:
         raise CmxError(f"{path}: the run has no split file", "resume only runs made by `cmx train`.")
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    if rows and not {"name", "source", "split"} <= set(rows[0]):
-        raise CmxError(f"{path}: missing columns name, source, split", "the run directory is damaged.")
+    if not rows or not {"name", "source", "split"} <= set(rows[0]):
+        raise CmxError(f"{path}: no rows with the columns name, source, split",
+                       "the run directory is damaged; start a new run.")
     return {(row["source"], row["name"]): row["split"] for row in rows}

@@ -41,6 +41,8 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
     )
     try:
+        # mkstemp creates 0600 files; give the output the permissions a plain open() would.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         with os.fdopen(descriptor, mode) as handle:
             yield handle
         os.replace(temporary, destination)
@@ -48,3 +50,9 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

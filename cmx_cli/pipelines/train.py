@@ -24,7 +24,7 @@ from cmx_cli.io.labels import LabelledSequences, LabelRule, load_labelled, parse
 from cmx_cli.io.output import atomic_output
 from cmx_cli.kmer_baseline import KmerBaseline
 from cmx_cli.metrics import classification_metrics, length_table, metrics_by_length, metrics_table
-from cmx_cli.runtime import resolve_device, resolve_precision
+from cmx_cli.runtime import resolve_device, resolve_precision, seeded
 from cmx_cli.training.checkpoint import LAST, Checkpoint, load_checkpoint
 from cmx_cli.training.classification import KIND, ClassificationTask, predict_probabilities
 from cmx_cli.training.loop import TrainingSettings, fit
@@ -236,7 +236,8 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
                          hidden_size=config.hidden_size, dropout=config.dropout),
         n_classes=n_classes,
     )
-    model = SequenceClassifier(model_config)
+    with seeded(config.training.seed):
+        model = SequenceClassifier(model_config)
     resume_state = None
     if resume:
         last = load_checkpoint(run_dir, KIND, name=LAST)

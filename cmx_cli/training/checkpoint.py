@@ -7,10 +7,6 @@ the optimizer and scheduler state and the epoch counters that ``--resume`` needs
 """
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -20,6 +16,7 @@ import torch
 from cmx_cli import __version__
 from cmx_cli.alphabet import ALPHABET_NAME
 from cmx_cli.errors import CmxError
+from cmx_cli.io.output import atomic_output
 
 FORMAT = "cmx-checkpoint"
 FORMAT_VERSION = 1
@@ -73,14 +70,8 @@ class Checkpoint:
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     """Write a checkpoint atomically (temporary file, then rename)."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(descriptor)
-    try:
-        torch.save(checkpoint.to_payload(), temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "wb") as handle:
+        torch.save(checkpoint.to_payload(), handle)
 
 
 def resolve_checkpoint_path(path: Union[str, Path], name: str = BEST) -> Path:
@@ -110,8 +101,8 @@ def load_checkpoint(
         )
     try:
         payload: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
-            OSError, AttributeError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001 - torch raises many types on foreign files
+
         raise CmxError(
             f"{file}: not a cmx checkpoint ({type(error).__name__})",
             "pass the model.pt of a cmx run directory; cmx loads no other model files.",
@@ -125,6 +116,12 @@ def load_checkpoint(
         raise CmxError(
             f"{file}: written by a newer cmx ({payload.get('cmx_version')})",
             "upgrade cmx to read it.",
+        )
+    missing = sorted({"kind", "model_config", "state_dict"} - set(payload))
+    if missing:
+        raise CmxError(
+            f"{file}: damaged cmx checkpoint (no {', '.join(missing)})",
+            "retrain, or use another run's model.pt.",
         )
     checkpoint = Checkpoint(
         kind=payload["kind"],

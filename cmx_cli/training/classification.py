@@ -138,7 +138,13 @@ def build_classifier(checkpoint: Checkpoint) -> SequenceClassifier:
     Raises:
         CmxError: When the weights do not fit the stored config.
     """
-    config = ClassifierConfig.from_dict(checkpoint.model_config)
+    try:
+        config = ClassifierConfig.from_dict(checkpoint.model_config)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CmxError(
+            f"{checkpoint.path}: the stored model config is not one this cmx can build ({error})",
+            "use the cmx version that wrote it, or retrain.",
+        ) from error
     model = SequenceClassifier(config)
     try:
         model.load_state_dict(checkpoint.state_dict)
