@@ -1,0 +1,112 @@
+"""The `cmx` command as users run it: help, exit codes, one-line errors, no tracebacks."""
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cmx_cli import __version__
+from cmx_cli.cli import cli
+
+
+def _run_cmx(*arguments, cwd=None):
+    """Run `python -m cmx_cli` in a subprocess, through the real entry point."""
+    return subprocess.run([sys.executable, "-m", "cmx_cli", *map(str, arguments)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "demo"])
+def test_help_ends_with_an_example(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example: cmx " in result.output
+
+
+def test_train_and_predict_through_the_cli(data_dir, tmp_path):
+    capsule = data_dir / "capsule_small"
+    runner = CliRunner()
+    trained = runner.invoke(cli, [
+        "train", "--fasta", f"{capsule / 'klebsiella.fa'}:Klebsiella",
+        "--fasta", f"{capsule / 'acinetobacter.fa'}:Acinetobacter", "--out", str(tmp_path / "run"),
+        "--track-size", "4", "--hidden-size", "16", "--epochs", "1", "--kmer-k", "3",
+        "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    assert trained.stdout == ""  # stdout is for data; train writes none
+    assert "cmx train: test ROC-AUC" in trained.stderr
+    predicted = runner.invoke(cli, ["predict", str(capsule / "query.fa"), "--model",
+                                    str(tmp_path / "run"), "--device", "cpu"])
+    assert predicted.exit_code == 0, predicted.output
+    lines = predicted.stdout.splitlines()
+    assert lines[0].split("\t") == ["name", "length", "predicted", "p_Acinetobacter", "p_Klebsiella"]
+    assert len(lines) == 21
+    assert "cmx predict: 20 sequences" in predicted.stderr
+
+    resumed = runner.invoke(cli, ["train", "--resume", "--out", str(tmp_path / "run"),
+                                  "--epochs", "3"])
+    assert resumed.exit_code == 2
+    assert "--epochs" in resumed.stderr
+
+
+def test_train_without_fasta_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--fasta" in result.stderr
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert "Hint:" in lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_protein_fasta_is_a_one_line_error(data_dir, tmp_path):
+    result = _run_cmx("train", "--fasta", data_dir / "fasta_protein.fa", "--fasta",
+                      data_dir / "capsule_small" / "klebsiella.fa", "--out", tmp_path / "run")
+    _assert_one_line_error(result, "fasta_protein.fa", "record")
+
+
+def test_vcf_to_predict_is_a_one_line_error(data_dir, tmp_path):
+    vcf = tmp_path / "calls.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n")
+    model = tmp_path / "model.pt"
+    model.write_text("x")
+    _assert_one_line_error(_run_cmx("predict", vcf, "--model", model), "calls.vcf")
+
+
+def test_foreign_model_file_is_a_one_line_error(data_dir, tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"\x00\x01 not a checkpoint")
+    result = _run_cmx("predict", data_dir / "capsule_small" / "query.fa", "--model", model)
+    _assert_one_line_error(result, "model.pt", "not a cmx checkpoint")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    model = tmp_path / "model.pt"
+    model.write_text("x")
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(">a\nACGT\n")
+    result = _run_cmx("--debug", "predict", fasta, "--model", model)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_from_any_directory(tmp_path):
+    # The Quick start's first command: the data ship inside the package.
+    result = _run_cmx("demo", "--out", tmp_path / "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "cmx train: test ROC-AUC" in result.stderr
+    assert "cmx predict: 80 sequences" in result.stderr
+    rows = (tmp_path / "demo" / "query_predictions.tsv").read_text().splitlines()
+    assert len(rows) == 81

@@ -1,0 +1,97 @@
+"""`cmx predict` on FASTA: columns, order, streaming, strands, metrics, errors."""
+import csv
+
+import numpy as np
+import pytest
+
+from cmx_cli.alphabet import decode, reverse_complement
+from cmx_cli.errors import CmxError
+from cmx_cli.io.fasta import read_records
+from cmx_cli.pipelines import predict_fasta, train
+from cmx_cli.training.loop import TrainingSettings
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny classifier trained once on the small capsule-gene set."""
+    from tests.conftest import DATA
+
+    capsule = DATA / "capsule_small"
+    out = tmp_path_factory.mktemp("predict") / "run"
+    train.run(train.TrainConfig(
+        fasta=(f"{capsule / 'klebsiella.fa'}:Klebsiella", f"{capsule / 'acinetobacter.fa'}:Acinetobacter"),
+        out=str(out), track_size=4, hidden_size=16, dropout=0.0, kmer_k=3, device="cpu",
+        training=TrainingSettings(epochs=1, seed=0)))
+    return out
+
+
+def _read_tsv(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle, delimiter="\t"))
+
+
+def _predict(run, fasta, out, **options):
+    return predict_fasta.run(predict_fasta.PredictFastaConfig(
+        fasta=str(fasta), model=str(run), output=str(out), device="cpu", **options))
+
+
+def test_rows_follow_input_order_with_probabilities(trained_run, data_dir, tmp_path):
+    query = data_dir / "capsule_small" / "query.fa"
+    _predict(trained_run, query, tmp_path / "p.tsv")
+    rows = _read_tsv(tmp_path / "p.tsv")
+    assert rows[0] == ["name", "length", "predicted", "p_Acinetobacter", "p_Klebsiella"]
+    records = read_records(query)
+    assert [row[0] for row in rows[1:]] == [record.name for record in records]
+    assert [int(row[1]) for row in rows[1:]] == [len(record) for record in records]
+    for row in rows[1:]:
+        probabilities = np.array(row[3:], dtype=float)
+        assert abs(probabilities.sum() - 1.0) < 1e-5
+        assert row[2] == ["Acinetobacter", "Klebsiella"][int(probabilities.argmax())]
+
+
+def test_streaming_chunks_do_not_change_results(trained_run, data_dir, tmp_path):
+    query = data_dir / "capsule_small" / "query.fa"
+    _predict(trained_run, query, tmp_path / "one_chunk.tsv")
+    _predict(trained_run, query, tmp_path / "many_chunks.tsv", chunk_tokens=1500, max_tokens=900)
+    assert _read_tsv(tmp_path / "one_chunk.tsv") == _read_tsv(tmp_path / "many_chunks.tsv")
+
+
+def test_rc_averages_both_strands(trained_run, data_dir, tmp_path):
+    query = data_dir / "capsule_small" / "query.fa"
+    reverse = tmp_path / "reverse.fa"
+    reverse.write_text("".join(f">{r.name}\n{decode(reverse_complement(r.tokens))}\n"
+                               for r in read_records(query)))
+    _predict(trained_run, query, tmp_path / "forward.tsv")
+    _predict(trained_run, reverse, tmp_path / "reverse.tsv")
+    _predict(trained_run, query, tmp_path / "both.tsv", average_strands=True)
+    forward = np.array([row[3:] for row in _read_tsv(tmp_path / "forward.tsv")[1:]], dtype=float)
+    backward = np.array([row[3:] for row in _read_tsv(tmp_path / "reverse.tsv")[1:]], dtype=float)
+    both = np.array([row[3:] for row in _read_tsv(tmp_path / "both.tsv")[1:]], dtype=float)
+    np.testing.assert_allclose(both, (forward + backward) / 2, atol=2e-6)
+    assert not np.allclose(forward, backward, atol=1e-4), "strands should differ for this check"
+
+
+def test_labels_give_metrics(trained_run, data_dir, tmp_path):
+    result = _predict(trained_run, data_dir / "capsule_small" / "query.fa", tmp_path / "p.tsv",
+                      label_regex=r"label=(\S+)")
+    assert result.metrics["n"] == 20
+    assert 0.0 <= result.metrics["roc_auc"] <= 1.0
+    assert "ROC-AUC" in result.summary
+
+
+def test_bad_record_leaves_no_output(trained_run, data_dir, tmp_path):
+    bad = tmp_path / "bad.fa"
+    good = (data_dir / "capsule_small" / "query.fa").read_text()
+    bad.write_text(good + ">protein\nMKVLATTEQW\n")
+    out = tmp_path / "p.tsv"
+    with pytest.raises(CmxError, match="protein.*Hint:"):
+        _predict(trained_run, bad, out)
+    assert not out.exists()
+    assert list(tmp_path.glob(".p.tsv*")) == []
+
+
+def test_not_a_checkpoint(data_dir, tmp_path):
+    fake = tmp_path / "model.pt"
+    fake.write_text("not a model\n")
+    with pytest.raises(CmxError, match="not a cmx checkpoint.*Hint:"):
+        _predict(fake, data_dir / "capsule_small" / "query.fa", tmp_path / "p.tsv")
