@@ -15,6 +15,7 @@ import pytest
 from cmx_cli.errors import CmxError
 from cmx_cli.io import fasta as fasta_module
 from cmx_cli.io.fasta import FastaRecord, count_records, iter_records, open_fasta, read_records
+from tests.helpers import check_user_error
 
 DATA = Path(__file__).parent / "data"
 A, C, G, T, N = 0, 1, 2, 3, 4
@@ -40,17 +41,6 @@ def write(path: Path, data: bytes) -> Path:
 def bgzip(source: Path, target: Path) -> Path:
     pysam.tabix_compress(str(source), str(target), force=True)
     return target
-
-
-def check_user_error(error: CmxError, *names: object) -> str:
-    """Check the house rules for a user error and return its message."""
-    message = error.format_message()
-    assert isinstance(error, CmxError)
-    for name in names:
-        assert str(name) in message, (name, message)
-    assert "Hint:" in message
-    assert "\n" not in message
-    return message
 
 
 # ---------------------------------------------------------------- reading good files

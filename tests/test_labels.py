@@ -18,6 +18,7 @@ from cmx_cli.io.labels import (
     read_label_table,
     stem_label,
 )
+from tests.helpers import check_user_error
 
 DATA = Path(__file__).parent / "data"
 ORCHID_GENERA = [
@@ -36,17 +37,6 @@ def orchids(tmp_path) -> Path:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def check_user_error(error: CmxError, *names: object) -> str:
-    """Check the house rules for a user error and return its message."""
-    message = error.format_message()
-    assert isinstance(error, CmxError)
-    for name in names:
-        assert str(name) in message, (name, message)
-    assert "Hint:" in message
-    assert "\n" not in message
-    return message
 
 
 # ------------------------------------------------------------------ arguments, stems

@@ -116,6 +116,7 @@ def test_one_class_is_an_error(data_dir, tmp_path):
     capsule = data_dir / "capsule_small"
     with pytest.raises(CmxError, match="at least two.*Hint:"):
         train.run(_config(data_dir, tmp_path / "run", fasta=(str(capsule / "klebsiella.fa"),)))
+    assert not (tmp_path / "run").exists(), "a failed run must not leave a run directory"
 
 
 def test_existing_run_is_not_overwritten(data_dir, tmp_path):

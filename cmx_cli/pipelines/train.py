@@ -33,6 +33,7 @@ from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
 CONFIG_NAME = "config.json"
 SPLIT_NAME = "split.tsv"
 METRICS_NAME = "metrics.json"
+MIN_PER_LENGTH_BIN = 20
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,6 @@ def _prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
             f"{run_dir}: the run directory already exists and is not empty",
             "choose a new --out, delete the old run, or continue it with --resume.",
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -219,6 +219,8 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
             raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's split",
                            "resume with the same FASTA files, or start a new run.")
     else:
+        # Created only once the data have been read, so bad input leaves no empty run behind.
+        run_dir.mkdir(parents=True, exist_ok=True)
         write_split(run_dir / SPLIT_NAME, names, sources, dataset.sequences.labels, dataset.splits)
         _write_json(run_dir / CONFIG_NAME, config.to_dict())
     train_x, train_y, _ = dataset.part("train")
@@ -293,11 +295,14 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         "warnings": list(reporter.warnings),
     }
     if report_split in evaluation:
-        _, lengths_of = None, {"val": dataset.part("val")[2], "test": test_lengths}[report_split]
-        y, p = evaluation[report_split]
-        metrics["model"][f"{report_split}_by_length"] = metrics_by_length(y, p, lengths_of, n_classes)
-        y, p = baseline_evaluation[report_split]
-        metrics["kmer_baseline"][f"{report_split}_by_length"] = metrics_by_length(y, p, lengths_of, n_classes)
+        lengths = {"val": dataset.part("val")[2], "test": test_lengths}[report_split]
+        # Ten percentile bins as in the paper's Figure 5, but never fewer than ~20 sequences
+        # a bin: a ROC-AUC over a handful of sequences is noise.
+        n_bins = max(1, min(10, len(lengths) // MIN_PER_LENGTH_BIN))
+        for source, results in (("model", evaluation), ("kmer_baseline", baseline_evaluation)):
+            y, p = results[report_split]
+            metrics[source][f"{report_split}_by_length"] = metrics_by_length(
+                y, p, lengths, n_classes, n_bins=n_bins)
     _write_json(run_dir / METRICS_NAME, metrics)
 
     summary = _summarise(metrics, report_split, result, run_dir, time.monotonic() - started)

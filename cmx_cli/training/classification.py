@@ -34,6 +34,8 @@ class ClassificationTask:
         class_weights: (C,) loss weight per class, or None.
     """
 
+    score_name = "ROC-AUC"
+
     def __init__(
         self,
         train_sequences: Sequence[np.ndarray],

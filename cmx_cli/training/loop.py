@@ -42,6 +42,9 @@ class TrainingSettings:
 class Task(Protocol):
     """The job-specific half of training."""
 
+    #: Name of the validation score, for people (e.g. "ROC-AUC").
+    score_name: str
+
     def epoch_batches(self, rng: np.random.Generator) -> Sequence[Any]:
         """The training batches of one epoch, shuffled with ``rng``."""
 
@@ -256,7 +259,7 @@ def fit(
         save_checkpoint(make_checkpoint(model.state_dict(), training_state), run_dir / LAST)
         summary = f"epoch {epoch}: train loss {row['train_loss']:.4f}"
         if score is not None:
-            summary += f", validation score {score:.4f}" + (" (best)" if improved else "")
+            summary += f", validation {task.score_name} {score:.4f}" + (" (best)" if improved else "")
         reporter.note(summary)
         if partial:
             break
