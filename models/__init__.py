@@ -6,6 +6,7 @@ same name.
 from models.chordmixer import ChordMixer, ChordMixerBlock
 from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
 from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
+from models.mlm import MaskedAutoencoder, MaskedAutoencoderConfig
 from models.rotate import RotationPlan, rotate_reference, rotation_source_rows
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "ChordMixerBlock",
     "ChordMixerConfig",
     "ClassifierConfig",
+    "MaskedAutoencoder",
+    "MaskedAutoencoderConfig",
     "RotationPlan",
     "SequenceClassifier",
     "blocks_for_length",

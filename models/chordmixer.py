@@ -46,12 +46,18 @@ class ChordMixerBlock(nn.Module):
 
 
 class ChordMixer(nn.Module):
-    """Embedding + ChordMixer blocks over packed variable-length batches."""
+    """Embedding + ChordMixer blocks over packed variable-length batches.
+
+    With ``config.vocab_size == 0`` there is no embedding and the input is already (T, d)
+    features, as for the decoder of the masked-base autoencoder.
+    """
 
     def __init__(self, config: ChordMixerConfig) -> None:
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.embedding = (
+            nn.Embedding(config.vocab_size, config.d_model) if config.vocab_size else None
+        )
         self.blocks = nn.ModuleList(ChordMixerBlock(config) for _ in range(config.n_blocks))
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm else nn.Identity()
 
@@ -63,7 +69,8 @@ class ChordMixer(nn.Module):
         """Encode a packed batch.
 
         Args:
-            tokens: (T,) int64 token ids of all sequences, concatenated.
+            tokens: (T,) int64 token ids of all sequences, concatenated; or (T, d) features
+                when the network has no embedding.
             offsets: (B+1,) int64 boundaries; sequence b is tokens[offsets[b]:offsets[b+1]].
                 Every sequence has length ≥ 1.
 
@@ -74,14 +81,14 @@ class ChordMixer(nn.Module):
         lengths = (offsets[1:] - offsets[:-1]).tolist()  # one host sync per batch
         depths = self.blocks_per_sequence(lengths)
         plan = RotationPlan.build(offsets, self.config.n_tracks, self.config.track_size)
-        x = self.embedding(tokens)  # (T, d)
+        x = tokens if self.embedding is None else self.embedding(tokens)  # (T, d)
         shallowest, deepest = min(depths), max(depths)
         token_depth = None
         if shallowest < deepest:
             token_depth = torch.repeat_interleave(
                 torch.tensor(depths, device=tokens.device),
                 torch.tensor(lengths, device=tokens.device),
-                output_size=tokens.numel(),
+                output_size=x.shape[0],
             )  # (T,)
         for index in range(deepest):
             updated = self.blocks[index](x, plan)

@@ -26,7 +26,8 @@ class ChordMixerConfig:
     """Shape of a ChordMixer trunk (paper §3.2; DESIGN.md "The ChordMixer core").
 
     Attributes:
-        vocab_size: Number of input tokens (A C G T N MASK for DNA).
+        vocab_size: Number of input tokens (A C G T N MASK for DNA); 0 for a stack that
+            takes (T, d) features instead of tokens (a decoder).
         max_len: Longest sequence the network is built for. Sets the number of tracks and
             blocks; longer sequences still run, through all blocks, with a partial receptive
             field.
@@ -44,7 +45,7 @@ class ChordMixerConfig:
     norm: bool = True
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 1 or self.max_len < 1 or self.track_size < 1 or self.hidden_size < 1:
+        if self.vocab_size < 0 or self.max_len < 1 or self.track_size < 1 or self.hidden_size < 1:
             raise ValueError(f"ChordMixerConfig sizes must be positive: {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

@@ -149,3 +149,31 @@ def test_classifier_config_round_trip():
     assert ClassifierConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError):
         ClassifierConfig(ChordMixerConfig(), n_classes=1)
+
+
+def test_masked_autoencoder_predicts_bases_per_position():
+    from models import MaskedAutoencoder, MaskedAutoencoderConfig
+
+    torch.manual_seed(0)
+    encoder = ChordMixerConfig(max_len=128, track_size=4, hidden_size=16, dropout=0.0)
+    config = MaskedAutoencoderConfig.build(encoder, decoder_track_size=2, decoder_hidden_size=8)
+    assert MaskedAutoencoderConfig.from_dict(config.to_dict()) == config
+    model = MaskedAutoencoder(config).eval()
+    lengths = [1, 50, 128]
+    tokens = torch.randint(0, 6, (sum(lengths),))
+    offsets = _offsets(lengths)
+    with torch.no_grad():
+        logits = model(tokens, offsets)
+        alone = model(tokens[1:51], _offsets([50]))
+    assert logits.shape == (179, 4)
+    torch.testing.assert_close(logits[1:51], alone, rtol=1e-5, atol=1e-5)
+    # The encoder is a plain trunk: a classifier can take its weights as they are.
+    classifier = SequenceClassifier(ClassifierConfig(encoder, n_classes=2))
+    classifier.trunk.load_state_dict(model.encoder.state_dict())
+
+
+def test_decoder_config_must_take_features():
+    from models import MaskedAutoencoderConfig
+
+    with pytest.raises(ValueError):
+        MaskedAutoencoderConfig(ChordMixerConfig(max_len=8), ChordMixerConfig(max_len=8))
