@@ -35,6 +35,7 @@ class ClassificationTask:
     """
 
     score_name = "ROC-AUC"
+    higher_is_better = True
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class ClassificationTask:
         targets = torch.as_tensor(self.val_labels, dtype=torch.int64)
         loss = F.nll_loss(torch.log(torch.as_tensor(probabilities).clamp_min(1e-12)), targets)
         metrics = classification_metrics(self.val_labels, probabilities, self.n_classes)
+        # Without two classes in validation ROC-AUC is undefined; fall back to the loss.
         score = metrics["roc_auc"] if metrics["roc_auc"] is not None else -float(loss)
         return {"score": score, "loss": float(loss), "roc_auc": metrics["roc_auc"],
                 "accuracy": metrics["accuracy"]}

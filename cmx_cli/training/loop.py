@@ -44,6 +44,8 @@ class Task(Protocol):
 
     #: Name of the validation score, for people (e.g. "ROC-AUC").
     score_name: str
+    #: Whether a larger score is better (ROC-AUC) or worse (bits per base).
+    higher_is_better: bool
 
     def epoch_batches(self, rng: np.random.Generator) -> Sequence[Any]:
         """The training batches of one epoch, shuffled with ``rng``."""
@@ -55,8 +57,7 @@ class Task(Protocol):
         """Scalar training loss of one batch."""
 
     def validate(self, model: nn.Module) -> Optional[dict]:
-        """Validation metrics with a ``score`` key (higher is better), or None without
-        validation data."""
+        """Validation metrics with a ``score`` key, or None without validation data."""
 
 
 @dataclass
@@ -118,6 +119,10 @@ def _format_cell(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else value
+
+
+def _better(score: float, best: float, task: Task) -> bool:
+    return score > best if task.higher_is_better else score < best
 
 
 def fit(
@@ -236,7 +241,7 @@ def fit(
             score = validation.get("score")
             row.update({f"val_{key}": value for key, value in validation.items() if key != "score"})
         improved = validation is None or (
-            score is not None and (best_score is None or score > best_score)
+            score is not None and (best_score is None or _better(score, best_score, task))
         )
         if improved:
             best_score, best_epoch, stale_epochs = score, epoch, 0
