@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -188,6 +188,19 @@ class LabelledSequences:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def extend(self, other: "LabelledSequences") -> None:
+        """Append another set's records (in place)."""
+        self.names += other.names
+        self.labels += other.labels
+        self.tokens += other.tokens
+        self.sources += other.sources
+
+    def subset(self, indices: Sequence[int]) -> "LabelledSequences":
+        """The records at ``indices``, in that order."""
+        return LabelledSequences(
+            [self.names[i] for i in indices], [self.labels[i] for i in indices],
+            [self.tokens[i] for i in indices], [self.sources[i] for i in indices])
 
 
 def load_labelled(

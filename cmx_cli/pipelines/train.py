@@ -28,6 +28,7 @@ from cmx_cli.runtime import resolve_device, resolve_precision, seeded
 from cmx_cli.training.checkpoint import LAST, Checkpoint, load_checkpoint
 from cmx_cli.training.classification import KIND, ClassificationTask, predict_probabilities
 from cmx_cli.training.loop import TrainingSettings, fit
+from cmx_cli.training.pretrained import freeze_, load_encoder
 from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
 
 CONFIG_NAME = "config.json"
@@ -56,6 +57,8 @@ class TrainConfig:
     max_tokens: int = 16384
     class_weights: str = "none"
     kmer_k: int = 5
+    init: Optional[str] = None
+    freeze_encoder: bool = False
     device: str = "auto"
     precision: str = "auto"
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -124,23 +127,18 @@ def load_dataset(config: TrainConfig, reporter: Reporter) -> _Dataset:
         "val": _load(config.val_fasta, rule, reporter) if config.val_fasta else None,
         "test": _load(config.test_fasta, rule, reporter) if config.test_fasta else None,
     }
-    combined = LabelledSequences([], [], [], [])
+    combined = LabelledSequences()
     splits: list = []
     for split, part in (("val", held_out["val"]), ("test", held_out["test"]), ("pool", pool)):
         if part is not None:
-            combined.names += part.names
-            combined.labels += part.labels
-            combined.tokens += part.tokens
-            combined.sources += part.sources
+            combined.extend(part)
             splits += [split] * len(part)
     if config.deduplicate:
         # Held-out files come first, so a training copy of a held-out sequence is dropped.
         keep, messages = drop_duplicates(combined)
         for message in messages:
             reporter.warn(message)
-        combined = LabelledSequences(
-            [combined.names[i] for i in keep], [combined.labels[i] for i in keep],
-            [combined.tokens[i] for i in keep], [combined.sources[i] for i in keep])
+        combined = combined.subset(keep)
         splits = [splits[i] for i in keep]
     pool_members = [i for i, s in enumerate(splits) if s == "pool"]
     pool_splits = stratified_split(
@@ -233,13 +231,24 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
     )
 
     longest = max(len(t) for t in dataset.sequences.tokens)
-    model_config = ClassifierConfig(
-        ChordMixerConfig(max_len=config.max_len or longest, track_size=config.track_size,
-                         hidden_size=config.hidden_size, dropout=config.dropout),
-        n_classes=n_classes,
-    )
+    if config.init:
+        # The pretrained encoder fixes the trunk's shape; only the linear head is new.
+        trunk_config, encoder_state = load_encoder(config.init)
+        if longest > trunk_config.max_len:
+            reporter.warn(
+                f"the longest sequence ({longest} bp) exceeds the pretrained encoder's max_len "
+                f"({trunk_config.max_len} bp); longer sequences get a partial receptive field")
+    else:
+        trunk_config = ChordMixerConfig(max_len=config.max_len or longest,
+                                        track_size=config.track_size,
+                                        hidden_size=config.hidden_size, dropout=config.dropout)
+    model_config = ClassifierConfig(trunk_config, n_classes=n_classes)
     with seeded(config.training.seed):
         model = SequenceClassifier(model_config)
+    if config.init and not resume:
+        model.trunk.load_state_dict(encoder_state)
+    if config.freeze_encoder:
+        freeze_(model.trunk)
     resume_state = None
     if resume:
         last = load_checkpoint(run_dir, KIND, name=LAST)
