@@ -94,6 +94,10 @@ def cli(debug: bool) -> None:
               show_default=True, help="Weight the loss by inverse class frequency (balanced).")
 @click.option("--kmer-k", type=click.IntRange(1, 8), default=5, show_default=True,
               help="k of the k-mer baseline reported beside the model.")
+@click.option("--init", type=click.Path(exists=True),
+              help="Start the trunk from a `cmx pretrain` run; it fixes the network's shape.")
+@click.option("--freeze-encoder", is_flag=True,
+              help="With --init: train only the classifier head, keep the encoder as it is.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, batches and weights.")
 @device_option
 @precision_option
@@ -130,6 +134,15 @@ def train(ctx: click.Context, **options) -> None:
         return
     if not options["fasta"]:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
+    if options["freeze_encoder"] and not options["init"]:
+        raise click.UsageError("--freeze-encoder needs --init PRETRAIN_RUN")
+    if options["init"]:
+        shape = [name for name in ("max_len", "track_size", "hidden_size", "dropout")
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if shape:
+            raise click.UsageError(
+                f"--init takes the network's shape from the pretrained encoder; drop "
+                f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
     training = TrainingSettings(
         epochs=options["epochs"], max_steps=options["max_steps"],
         max_time_minutes=options["max_time"], learning_rate=options["lr"],
@@ -143,8 +156,8 @@ def train(ctx: click.Context, **options) -> None:
         max_len=options["max_len"], track_size=options["track_size"],
         hidden_size=options["hidden_size"], dropout=options["dropout"],
         max_tokens=options["max_tokens"], class_weights=options["class_weights"],
-        kmer_k=options["kmer_k"], device=options["device"], precision=options["precision"],
-        training=training)
+        kmer_k=options["kmer_k"], init=options["init"], freeze_encoder=options["freeze_encoder"],
+        device=options["device"], precision=options["precision"], training=training)
     pipeline.run(config, reporter)
 
 
