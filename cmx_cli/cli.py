@@ -30,6 +30,60 @@ max_tokens_option = click.option(
     help="Token budget per batch; a longer sequence gets a batch of its own.")
 
 
+def training_options(command):
+    """The optimisation and stopping flags shared by train and pretrain."""
+    options = [
+        click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
+                     help="Maximum number of passes over the training data."),
+        click.option("--max-steps", type=click.IntRange(min=1),
+                     help="Stop after this many optimizer steps."),
+        click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
+                     help="Stop after this many minutes of training; the run stays resumable."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+                     show_default=True, help="Peak learning rate of AdamW."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01,
+                     show_default=True, help="AdamW weight decay on weight matrices."),
+        click.option("--warmup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+                     help="Share of the steps spent warming the learning rate up before cosine decay."),
+        click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Clip the gradient norm to this value; 0 disables clipping."),
+        click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+                     help="Stop after this many epochs without a better validation score."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed for the split, sampling, masking and weights."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def training_settings(options: dict) -> TrainingSettings:
+    """The :class:`TrainingSettings` of parsed training options."""
+    return TrainingSettings(
+        epochs=options["epochs"], max_steps=options["max_steps"],
+        max_time_minutes=options["max_time"], learning_rate=options["lr"],
+        weight_decay=options["weight_decay"], warmup_fraction=options["warmup"],
+        grad_clip=options["grad_clip"], patience=options["patience"], seed=options["seed"])
+
+
+def resumed_config(ctx: click.Context, options: dict, pipeline):
+    """The saved config of the run in --out, with the few flags a resume may change."""
+    allowed = {"resume", "out", "device", "precision", "max_time", "quiet"}
+    given = [name for name in ctx.params
+             if name not in allowed and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(
+            f"--resume uses the run's saved config; drop "
+            f"{', '.join('--' + g.replace('_', '-') for g in given)} "
+            "(only --device, --precision, --max-time and --quiet may change)")
+    config = pipeline.read_config(options["out"])
+    training = config.training
+    if options["max_time"] is not None:
+        training = replace(training, max_time_minutes=options["max_time"])
+    return replace(config, device=options["device"], precision=options["precision"],
+                   training=training)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cmx")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
@@ -75,21 +129,7 @@ def cli(debug: bool) -> None:
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Dropout inside each block's MLP.")
 @max_tokens_option
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Maximum number of passes over the training data.")
-@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many optimizer steps.")
-@click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
-              help="Stop after this many minutes of training; the run stays resumable.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Peak learning rate of AdamW.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01, show_default=True,
-              help="AdamW weight decay on weight matrices.")
-@click.option("--warmup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Share of the steps spent warming the learning rate up before cosine decay.")
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Clip the gradient norm to this value; 0 disables clipping.")
-@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Stop after this many epochs without a better validation ROC-AUC.")
+@training_options
 @click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none",
               show_default=True, help="Weight the loss by inverse class frequency (balanced).")
 @click.option("--kmer-k", type=click.IntRange(1, 8), default=5, show_default=True,
@@ -98,7 +138,6 @@ def cli(debug: bool) -> None:
               help="Start the trunk from a `cmx pretrain` run; it fixes the network's shape.")
 @click.option("--freeze-encoder", is_flag=True,
               help="With --init: train only the classifier head, keep the encoder as it is.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, batches and weights.")
 @device_option
 @precision_option
 @quiet_option
@@ -116,21 +155,7 @@ def train(ctx: click.Context, **options) -> None:
     reporter = Reporter(options["quiet"])
     out = options["out"]
     if options["resume"]:
-        allowed = {"resume", "out", "device", "precision", "max_time", "quiet"}
-        given = [name for name in ctx.params
-                 if name not in allowed
-                 and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(
-                f"--resume uses the run's saved config; drop {', '.join('--' + g.replace('_', '-') for g in given)}"
-                " (only --device, --precision, --max-time and --quiet may change)")
-        config = pipeline.read_config(out)
-        training = config.training
-        if options["max_time"] is not None:
-            training = replace(training, max_time_minutes=options["max_time"])
-        config = replace(config, device=options["device"], precision=options["precision"],
-                         training=training)
-        pipeline.run(config, reporter, resume=True)
+        pipeline.run(resumed_config(ctx, options, pipeline), reporter, resume=True)
         return
     if not options["fasta"]:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
@@ -143,11 +168,6 @@ def train(ctx: click.Context, **options) -> None:
             raise click.UsageError(
                 f"--init takes the network's shape from the pretrained encoder; drop "
                 f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
-    training = TrainingSettings(
-        epochs=options["epochs"], max_steps=options["max_steps"],
-        max_time_minutes=options["max_time"], learning_rate=options["lr"],
-        weight_decay=options["weight_decay"], warmup_fraction=options["warmup"],
-        grad_clip=options["grad_clip"], patience=options["patience"], seed=options["seed"])
     config = pipeline.TrainConfig(
         fasta=tuple(options["fasta"]), out=str(out), label_regex=options["label_regex"],
         labels_table=options["labels_table"], val_fasta=tuple(options["val_fasta"]),
@@ -157,9 +177,132 @@ def train(ctx: click.Context, **options) -> None:
         hidden_size=options["hidden_size"], dropout=options["dropout"],
         max_tokens=options["max_tokens"], class_weights=options["class_weights"],
         kmer_k=options["kmer_k"], init=options["init"], freeze_encoder=options["freeze_encoder"],
-        device=options["device"], precision=options["precision"], training=training)
+        device=options["device"], precision=options["precision"],
+        training=training_settings(options))
     pipeline.run(config, reporter)
 
+
+
+@cli.command()
+@click.option("--fasta", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Genome or gene-set FASTA (plain or bgzip); repeatable.")
+@click.option("--val-fasta", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Validation FASTA instead of a held-out part of --fasta; repeatable.")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Share held out for validation: of the records, of the contigs (5 or "
+                   "more), or else the end of every contig.")
+@click.option("--sample", type=click.Choice(["auto", "records", "segments"]), default="auto",
+              show_default=True,
+              help="Whole records (gene sets) or random segments (genomes); auto picks "
+                   "records when every record fits in --max-length.")
+@click.option("--min-length", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Shortest random segment, in bp.")
+@click.option("--max-length", type=click.IntRange(min=2), default=4096, show_default=True,
+              help="Longest segment or record, in bp; sizes the network.")
+@click.option("--max-n", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Skip segments with a larger share of N.")
+@click.option("--rc/--no-rc", default=True, show_default=True,
+              help="Reverse-complement half of the training sequences (augmentation).")
+@click.option("--mask", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3,
+              show_default=True, help="Probability that a base is selected for prediction.")
+@click.option("--mask-scheme", type=click.Choice(["80-10-10", "mask-only"]), default="80-10-10",
+              show_default=True,
+              help="Selected bases become MASK / a random base / stay (80-10-10), or all MASK.")
+@click.option("--lowercase-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Loss weight of soft-masked (lowercase) bases.")
+@click.option("--tokens-per-epoch", type=click.IntRange(min=1), default=1_000_000,
+              show_default=True, help="Bases drawn for each epoch.")
+@click.option("--validation-tokens", type=click.IntRange(min=1), default=200_000,
+              show_default=True, help="Bases in the fixed validation set.")
+@click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Encoder channels per track.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Hidden width of each encoder block's MLP.")
+@click.option("--decoder-track-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Decoder channels per track.")
+@click.option("--decoder-hidden-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Hidden width of each decoder block's MLP.")
+@click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Dropout inside each block's MLP.")
+@click.option("--markov-order", type=click.IntRange(0, 10), default=5, show_default=True,
+              help="Context length of the Markov-model baseline.")
+@max_tokens_option
+@training_options
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory for checkpoints, config, baselines, metrics and log.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint, with its saved config.")
+@device_option
+@precision_option
+@quiet_option
+@click.pass_context
+def pretrain(ctx: click.Context, **options) -> None:
+    """Pretrain a ChordMixer encoder by masked-base modelling, without labels.
+
+    Validation reports bits per base, perplexity and accuracy on the masked bases, beside
+    base frequencies and a Markov model fitted on the same training data. Start
+    `cmx train --init RUN` from the result.
+
+    Example: cmx pretrain --fasta genome.fa --mask 0.3 --out pre/
+    """
+    from cmx_cli.pipelines import pretrain as pipeline
+    from cmx_cli.training.masked_bases import MaskingSettings
+
+    reporter = Reporter(options["quiet"])
+    if options["resume"]:
+        pipeline.run(resumed_config(ctx, options, pipeline), reporter, resume=True)
+        return
+    if not options["fasta"]:
+        raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
+    if options["min_length"] > options["max_length"]:
+        raise click.UsageError("--min-length must not exceed --max-length")
+    config = pipeline.PretrainConfig(
+        fasta=tuple(options["fasta"]), out=str(options["out"]),
+        val_fasta=tuple(options["val_fasta"]), val_fraction=options["val_fraction"],
+        sample=options["sample"], min_length=options["min_length"],
+        max_length=options["max_length"], max_n=options["max_n"],
+        reverse_complement=options["rc"],
+        masking=MaskingSettings(options["mask"], options["mask_scheme"],
+                                options["lowercase_weight"]),
+        tokens_per_epoch=options["tokens_per_epoch"],
+        validation_tokens=options["validation_tokens"], track_size=options["track_size"],
+        hidden_size=options["hidden_size"], decoder_track_size=options["decoder_track_size"],
+        decoder_hidden_size=options["decoder_hidden_size"], dropout=options["dropout"],
+        max_tokens=options["max_tokens"], markov_order=options["markov_order"],
+        device=options["device"], precision=options["precision"],
+        training=training_settings(options))
+    pipeline.run(config, reporter)
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, type=click.Path(exists=True),
+              help="Run directory of `cmx pretrain`.")
+@click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="FASTA to score (plain or bgzip).")
+@click.option("--mask", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Probability that a base is selected. [default: the model's]")
+@click.option("--max-bases", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Score at most this many bases (fixed random segments of long records).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of segments and masks.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@max_tokens_option
+@device_option
+@precision_option
+def evaluate(**options) -> None:
+    """Print masked-base metrics of a pretrained model on any FASTA, beside its baselines.
+
+    The top-level numbers are on the positions replaced by the MASK token; the baselines
+    were fitted on the model's own training data.
+
+    Example: cmx evaluate --model pre/ --fasta other.fa --mask 0.3 --json
+    """
+    from cmx_cli.pipelines import evaluate as pipeline
+
+    pipeline.run(pipeline.EvaluateConfig(
+        model=options["model"], fasta=options["fasta"], mask=options["mask"],
+        max_bases=options["max_bases"], seed=options["seed"], as_json=options["as_json"],
+        max_tokens=options["max_tokens"], device=options["device"],
+        precision=options["precision"]))
 
 @cli.command()
 @click.argument("input_path", metavar="SEQS.fa", type=click.Path(exists=True, dir_okay=False))

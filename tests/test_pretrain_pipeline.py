@@ -1,0 +1,165 @@
+"""`cmx pretrain`, `cmx evaluate`, `cmx train --init` and zero-shot SNV scores."""
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cmx_cli.alphabet import encode
+from cmx_cli.cli import cli
+from cmx_cli.errors import CmxError
+from cmx_cli.pipelines import evaluate, pretrain, train
+from cmx_cli.training.checkpoint import load_checkpoint
+from cmx_cli.training.loop import TrainingSettings
+from cmx_cli.training.masked_bases import MaskingSettings
+from cmx_cli.training.zero_shot import ZeroShotScorer
+from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
+
+
+def _pretrain_config(data_dir, out, **overrides):
+    values = dict(
+        fasta=(str(data_dir / "pretrain_lambda.fa"),), out=str(out), min_length=64,
+        max_length=1024, tokens_per_epoch=6000, validation_tokens=2000, track_size=4,
+        hidden_size=16, decoder_track_size=2, decoder_hidden_size=8, dropout=0.0,
+        markov_order=2, device="cpu", training=TrainingSettings(epochs=2, learning_rate=3e-3),
+        masking=MaskingSettings(rate=0.3))
+    values.update(overrides)
+    return pretrain.PretrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from tests.conftest import DATA
+
+    out = tmp_path_factory.mktemp("pretrain") / "pre"
+    result = pretrain.run(_pretrain_config(DATA, out))
+    return out, result
+
+
+def test_pretrain_run_directory_and_metrics(pretrained):
+    out, result = pretrained
+    for name in ("model.pt", "last.pt", "config.json", "metrics.json", "log.tsv", "baselines.pt"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for source in ("model", "unigram", "kmer"):
+        values = metrics[source]
+        assert values["n"] > 0
+        assert values["bits_per_base"] > 0
+        assert values["perplexity"] == pytest.approx(2 ** values["bits_per_base"])
+        assert set(values["by_corruption"]) == {"mask", "random", "kept"}
+    # The same masked positions are scored for the model and both baselines.
+    assert metrics["model"]["n"] == metrics["unigram"]["n"] == metrics["kmer"]["n"]
+    assert "last 10%" in metrics["sources"]
+    assert "bits/base" in result.summary
+
+
+def test_checkpoint_keeps_encoder_decoder_and_masking(pretrained):
+    out, _ = pretrained
+    checkpoint = load_checkpoint(out, "mlm")
+    assert checkpoint.extra["masking"] == {"rate": 0.3, "scheme": "80-10-10", "lowercase_weight": 1.0}
+    config = MaskedAutoencoderConfig.from_dict(checkpoint.model_config)
+    assert config.encoder.max_len == 1024 and config.decoder.vocab_size == 0
+    assert any(key.startswith("encoder.") for key in checkpoint.state_dict)
+    assert any(key.startswith("decoder.") for key in checkpoint.state_dict)
+
+
+def test_evaluate_prints_one_json_object(pretrained, data_dir, capsys):
+    out, _ = pretrained
+    results = evaluate.run(evaluate.EvaluateConfig(
+        model=str(out), fasta=str(data_dir / "pretrain_umaydis_genes.fa"), mask=0.3,
+        as_json=True, device="cpu"))
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(results))
+    assert set(printed) == {"model", "unigram", "kmer"}
+    for values in printed.values():
+        assert {"bits_per_base", "accuracy", "perplexity", "n"} <= set(values)
+
+
+def test_evaluate_through_the_cli(pretrained, data_dir):
+    out, _ = pretrained
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(out), "--fasta",
+                                      str(data_dir / "pretrain_umaydis_genes.fa"), "--json",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)) == {"model", "unigram", "kmer"}
+
+
+def test_classifier_model_is_refused_by_evaluate(data_dir, tmp_path):
+    fake = tmp_path / "model.pt"
+    torch.save({"format": "cmx-checkpoint", "format_version": 1, "kind": "classifier",
+                "model_config": {}, "state_dict": {}}, fake)
+    with pytest.raises(CmxError, match="classifier model.*Hint:"):
+        evaluate.run(evaluate.EvaluateConfig(model=str(fake), fasta=str(data_dir / "pretrain_lambda.fa")))
+
+
+def test_train_init_loads_and_freezes_the_encoder(pretrained, data_dir, tmp_path):
+    out, _ = pretrained
+    capsule = data_dir / "capsule_small"
+    result = train.run(train.TrainConfig(
+        fasta=(f"{capsule / 'klebsiella.fa'}:Klebsiella", f"{capsule / 'acinetobacter.fa'}:Acinetobacter"),
+        out=str(tmp_path / "run"), init=str(out), freeze_encoder=True, kmer_k=3, device="cpu",
+        training=TrainingSettings(epochs=1, seed=0)))
+    encoder = {key[len("encoder."):]: value for key, value
+               in load_checkpoint(out, "mlm").state_dict.items() if key.startswith("encoder.")}
+    classifier = load_checkpoint(tmp_path / "run", "classifier")
+    trunk = {key[len("trunk."):]: value for key, value in classifier.state_dict.items()
+             if key.startswith("trunk.")}
+    assert trunk.keys() == encoder.keys()
+    assert all(torch.equal(trunk[key], encoder[key]) for key in encoder)
+    assert classifier.model_config["trunk"]["max_len"] == 1024
+    # Genes longer than the encoder's max_len are flagged.
+    assert any("max_len" in warning for warning in result.metrics["warnings"])
+
+
+def test_init_rejects_shape_flags(pretrained, data_dir, tmp_path):
+    out, _ = pretrained
+    result = CliRunner().invoke(cli, ["train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
+                                      "--init", str(out), "--track-size", "8",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--track-size" in result.stderr
+
+
+@dataclass
+class _Window:
+    ref_tokens: np.ndarray
+    alt_tokens: np.ndarray
+    ref_span: tuple
+    alt_span: tuple
+
+
+def _snv(sequence: str, position: int, alt: str) -> _Window:
+    ref_tokens = encode(sequence)
+    alt_tokens = ref_tokens.copy()
+    alt_tokens[position] = encode(alt)[0]
+    return _Window(ref_tokens, alt_tokens, (position, position + 1), (position, position + 1))
+
+
+def test_zero_shot_score_is_the_two_strand_log_likelihood_ratio():
+    torch.manual_seed(0)
+    config = MaskedAutoencoderConfig.build(
+        ChordMixerConfig(max_len=64, track_size=4, hidden_size=16, dropout=0.0), 2, 8)
+    model = MaskedAutoencoder(config).eval()
+    scorer = ZeroShotScorer(model, 4096, torch.device("cpu"), "fp32")
+    context = "ACGTTGCAACGGTACCATGCAAGTCCGATGCA"
+    window = _snv(context, 9, "T")  # REF C at 9
+    score = scorer([window])[0]
+
+    def log_probabilities(tokens, position):
+        inputs = tokens.copy()
+        inputs[position] = 5
+        with torch.no_grad():
+            logits = model(torch.from_numpy(inputs.astype(np.int64)), torch.tensor([0, len(inputs)]))
+        return torch.log_softmax(logits, dim=1)[position].numpy()
+
+    assert context[9] == "C"
+    forward = log_probabilities(window.ref_tokens, 9)
+    backward_tokens = encode(context.translate(str.maketrans("ACGT", "TGCA"))[::-1])
+    backward = log_probabilities(backward_tokens, len(context) - 1 - 9)
+    expected = ((forward[3] - forward[1]) + (backward[0] - backward[2])) / 2  # T-C, then A-G
+    assert score == pytest.approx(expected, abs=1e-5)
+    # The masked input does not depend on which allele is called REF: swapping them negates.
+    swapped = _snv(context[:9] + "T" + context[10:], 9, "C")
+    assert scorer([swapped])[0] == pytest.approx(-score, abs=1e-5)
