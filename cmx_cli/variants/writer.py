@@ -1,0 +1,162 @@
+"""Writing scored variants: plain VCF, BGZF VCF with its index, BCF, or TSV rows.
+
+:func:`open_writer` writes to a temporary file in the target directory and renames it (and
+its index) when complete, so nothing is left under the output name after an error.
+
+Decisions:
+
+* ``.vcf.gz``/``.vcf.bgz`` output gets a .tbi index, or .csi when the caller asks for it
+  (a contig or record past the TBI limit); ``.bcf`` output always gets .csi, as
+  ``bcftools index`` does.
+* A record none of whose ALT alleles was scored gets no score key (an absent INFO key is
+  missing in VCF); otherwise unscored alleles are ``.`` in the ``Number=A`` list.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import pysam
+
+from cmx_cli.errors import CmxError
+from cmx_cli.variants.alleles import AlleleStatus, split_record
+from cmx_cli.variants.reader import quiet_htslib
+
+
+def output_kind(output: str, tsv: bool) -> str:
+    """``tsv``, ``text`` (plain VCF), ``bgzf`` (VCF.gz) or ``bcf``, from the name."""
+    if tsv or output == "-":
+        return "tsv" if tsv else "text"
+    if output.lower().endswith((".gz", ".bgz")):
+        return "bgzf"
+    return "bcf" if output.lower().endswith(".bcf") else "text"
+
+
+class _Writer:
+    """Writes VCF text, BGZF VCF, BCF or TSV rows to an open handle or a temporary path."""
+
+    def __init__(self, kind: str, header: Any, handle: Any, path: Optional[str], info_id: str):
+        self.kind, self.handle, self.path, self.info_id = kind, handle, path, info_id
+        self.written = 0
+        self.index_path: Optional[str] = None
+        self._hts = None
+        if kind in ("bgzf", "bcf"):
+            self._hts = pysam.VariantFile(path, "wz" if kind == "bgzf" else "wb", header=header)
+        elif kind == "tsv":
+            handle.write("chrom\tpos\tid\tref\talt\tscore\n")
+        else:
+            handle.write(str(header))
+
+    def write(self, record: Any, statuses: list[AlleleStatus], values: list[Optional[float]],
+              split: bool) -> None:
+        if self.kind == "tsv":
+            for status, value in zip(statuses, values):
+                score = "." if value is None else f"{value:.6g}"
+                self.handle.write(f"{record.chrom}\t{record.pos}\t{record.id or '.'}\t"
+                                  f"{record.ref}\t{status.alt}\t{score}\n")
+                self.written += 1
+            return
+        alts = record.alts or ()
+        if split and len(alts) > 1:
+            for index in range(len(alts)):
+                self._emit(split_record(record, index), values[index:index + 1])
+        else:
+            self._emit(record, values if alts else [])
+
+    def _emit(self, record: Any, values: list[Optional[float]]) -> None:
+        if any(value is not None for value in values):
+            record.info[self.info_id] = tuple(values)
+        elif self.info_id in record.info:  # a stale score from an earlier run
+            del record.info[self.info_id]
+        with quiet_htslib():
+            if self._hts is not None:
+                self._hts.write(record)
+            else:
+                self.handle.write(str(record))
+        self.written += 1
+
+    def finish(self, use_csi: bool) -> None:
+        """Close a BGZF/BCF file and index it."""
+        if self._hts is None:
+            return
+        self._hts.close()
+        suffix = ".csi" if use_csi or self.kind == "bcf" else ".tbi"
+        self.index_path = f"{self.path}{suffix}"
+        with quiet_htslib():
+            try:
+                pysam.tabix_index(self.path, preset="vcf", index=self.index_path,
+                                  csi=suffix == ".csi", force=True)
+            except (OSError, ValueError) as error:
+                raise CmxError(f"cannot index the output ({error})",
+                               "sort the input (`bcftools sort`) or write plain .vcf") from error
+
+    def abort(self) -> None:
+        if self._hts is not None and self._hts.is_open:
+            self._hts.close()
+
+
+@contextlib.contextmanager
+def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str,
+                 description: str, header_lines: Sequence[str]) -> Iterator[_Writer]:
+    """Extend the header, write to a temporary file, and rename it (and its index) when done."""
+    if kind != "tsv":
+        _extend_header(header, info_id, description, header_lines)
+    if output == "-":
+        yield _Writer(kind, header, sys.stdout, None, info_id)
+        sys.stdout.flush()
+        return
+    destination = Path(output)
+    if not destination.parent.is_dir():
+        raise CmxError(f"{destination}: the directory {destination.parent} does not exist",
+                       "create it first, or choose another output path")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
+                                             dir=destination.parent)
+    os.close(descriptor)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes 0600 files; match a plain open()
+    handle = open(temporary, "w", encoding="utf-8") if kind in ("text", "tsv") else None
+    writer = None
+    try:
+        writer = _Writer(kind, header, handle, temporary, info_id)
+        yield writer
+        if handle is not None:
+            handle.close()
+        writer.finish(use_csi)
+        os.replace(temporary, destination)
+        if writer.index_path is not None:
+            suffix = writer.index_path[len(temporary):]
+            os.replace(writer.index_path, f"{destination}{suffix}")
+            writer.index_path = f"{destination}{suffix}"
+            # htslib looks for .csi before .tbi: an old index of the other kind would win.
+            Path(f"{destination}{'.tbi' if suffix == '.csi' else '.csi'}").unlink(missing_ok=True)
+    except BaseException:
+        if handle is not None:
+            handle.close()
+        if writer is not None:
+            writer.abort()
+        for leftover in (temporary, f"{temporary}.tbi", f"{temporary}.csi"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        raise
+
+
+def _extend_header(header: Any, info_id: str, description: str, lines: Sequence[str]) -> None:
+    """Declare the score key and add the ``##cmx_...`` lines."""
+    if info_id in header.info:
+        existing = header.info[info_id]
+        if (existing.number, existing.type) != ("A", "Float"):
+            raise CmxError(
+                f"the input VCF already defines INFO/{info_id} as Number={existing.number}, "
+                f"Type={existing.type}", "choose another key with --info-id")
+    else:
+        text = description.replace("\\", "\\\\").replace('"', '\\"')
+        header.add_line(f'##INFO=<ID={info_id},Number=A,Type=Float,Description="{text}">')
+    for line in lines:
+        if not line.startswith("##") or "=" not in line or "\n" in line:
+            raise ValueError(f"header lines must be single '##key=value' lines: {line!r}")
+        header.add_line(line)
