@@ -1,6 +1,7 @@
 """The `cmx` command: parse and validate flags, then call a pipeline (STYLE.md rule 4)."""
 from __future__ import annotations
 
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -305,33 +306,67 @@ def evaluate(**options) -> None:
         precision=options["precision"]))
 
 @cli.command()
-@click.argument("input_path", metavar="SEQS.fa", type=click.Path(exists=True, dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "-m", required=True, type=click.Path(exists=True),
-              help="Run directory of `cmx train` (or its model.pt).")
+              help="Run directory of `cmx train` (FASTA) or `cmx pretrain` (VCF), or its model.pt.")
 @click.option("--output", "-o", default="-", show_default=True,
-              help="Output TSV; - writes to standard output.")
-@click.option("--rc", is_flag=True, help="Average the forward and reverse-complement predictions.")
+              help="Output file; - writes to standard output. For VCF: .vcf.gz is bgzipped and "
+                   "indexed, .bcf is BCF, anything else plain VCF.")
+@click.option("--rc", is_flag=True, help="FASTA: average the forward and reverse-complement predictions.")
 @click.option("--label-regex", metavar="REGEX",
-              help="Read true labels from the header line and print metrics.")
+              help="FASTA: read true labels from the header line and print metrics.")
 @click.option("--labels", "labels_table", type=click.Path(exists=True, dir_okay=False),
-              help="TSV of record name and true label; print metrics.")
+              help="FASTA: TSV of record name and true label; print metrics.")
+@click.option("--reference", "-r", type=click.Path(exists=True, dir_okay=False),
+              help="VCF: the reference FASTA (plain or bgzip) the variants were called against.")
+@click.option("--region", "regions", multiple=True, metavar="CHROM[:START-END]",
+              help="VCF: score only this region (needs an index); repeat it to shard a large VCF.")
+@click.option("--window", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="VCF: window around each variant, in bp.")
+@click.option("--ref-mismatch", type=click.Choice(["error", "warn", "skip"]), default="skip",
+              show_default=True,
+              help="VCF: what to do when REF disagrees with the FASTA (warn still scores).")
+@click.option("--contig-map", type=click.Path(exists=True, dir_okay=False),
+              help="VCF: TSV of VCF contig name and FASTA contig name (chr1/1 and chrM/MT are automatic).")
+@click.option("--split-multiallelic", is_flag=True,
+              help="VCF: write one record per ALT allele, as `bcftools norm -m-` does.")
+@click.option("--info-id", default="CMX", show_default=True, help="VCF: INFO field for the scores.")
+@click.option("--tsv", is_flag=True, help="VCF: write chrom pos id ref alt score rows instead of a VCF.")
 @max_tokens_option
 @device_option
 @precision_option
 @quiet_option
 def predict(input_path: str, model: str, output: str, rc: bool, label_regex, labels_table,
-            max_tokens: int, device: str, precision: str, quiet: bool) -> None:
-    """Predict class probabilities for every record of a FASTA file.
+            reference, regions, window, ref_mismatch, contig_map, split_multiallelic, info_id,
+            tsv, max_tokens: int, device: str, precision: str, quiet: bool) -> None:
+    """Predict class probabilities for a FASTA, or score every ALT allele of a VCF/BCF.
 
-    Writes a TSV with name, length, predicted and one p_<label> column per class, in input
-    order. The FASTA is streamed, so memory stays flat whatever its size.
+    FASTA: a TSV with name, length, predicted and one p_<label> column per class, in input
+    order, streamed so memory stays flat. VCF/BCF (with --reference): every record kept,
+    with a score per ALT allele in INFO/CMX, or a TSV with --tsv.
 
     Example: cmx predict genes.fa --model run/ -o predictions.tsv
     """
-    if input_path.lower().endswith(VCF_SUFFIXES):
-        raise CmxError(
-            f"{input_path}: VCF/BCF scoring is not available in cmx {__version__}",
-            "predict on FASTA sequences; variant scoring comes with `cmx finetune`.")
+    is_vcf = input_path.lower().endswith(VCF_SUFFIXES)
+    if is_vcf:
+        if reference is None:
+            raise click.UsageError("scoring a VCF needs --reference genome.fa")
+        if rc or label_regex or labels_table:
+            raise click.UsageError("--rc, --label-regex and --labels are for FASTA input")
+        from cmx_cli.pipelines import predict_vcf
+
+        predict_vcf.run(
+            predict_vcf.PredictVcfConfig(
+                vcf=input_path, reference=reference, model=model, output=output, tsv=tsv,
+                regions=tuple(regions), window=window, ref_mismatch=ref_mismatch,
+                contig_map=contig_map, split_multiallelic=split_multiallelic, info_id=info_id,
+                max_tokens=max_tokens, device=device, precision=precision,
+                command=" ".join(["cmx"] + [shlex.quote(a) for a in sys.argv[1:]])),
+            Reporter(quiet))
+        return
+    if reference or regions or tsv or contig_map or split_multiallelic:
+        raise click.UsageError("--reference, --region, --tsv, --contig-map and "
+                               "--split-multiallelic are for VCF/BCF input")
     from cmx_cli.pipelines import predict_fasta
 
     predict_fasta.run(

@@ -76,12 +76,20 @@ def test_protein_fasta_is_a_one_line_error(data_dir, tmp_path):
     _assert_one_line_error(result, "fasta_protein.fa", "record")
 
 
-def test_vcf_to_predict_is_a_one_line_error(data_dir, tmp_path):
-    vcf = tmp_path / "calls.vcf"
-    vcf.write_text("##fileformat=VCFv4.2\n")
+def test_vcf_needs_a_reference(data_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["predict", str(data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf"),
+                                      "--model", str(data_dir / "capsule_small" / "query.fa")])
+    assert result.exit_code == 2
+    assert "--reference" in result.stderr
+
+
+def test_vcf_with_a_foreign_model_is_a_one_line_error(data_dir, tmp_path):
     model = tmp_path / "model.pt"
     model.write_text("x")
-    _assert_one_line_error(_run_cmx("predict", vcf, "--model", model), "calls.vcf")
+    result = _run_cmx("predict", data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf", "--reference",
+                      data_dir / "vcf" / "DWV_NC_004830.2.fa", "--model", model, "-o", tmp_path / "out.vcf")
+    _assert_one_line_error(result, "model.pt", "not a cmx checkpoint")
+    assert not (tmp_path / "out.vcf").exists()
 
 
 def test_foreign_model_file_is_a_one_line_error(data_dir, tmp_path):

@@ -163,3 +163,48 @@ def test_zero_shot_score_is_the_two_strand_log_likelihood_ratio():
     # The masked input does not depend on which allele is called REF: swapping them negates.
     swapped = _snv(context[:9] + "T" + context[10:], 9, "C")
     assert scorer([swapped])[0] == pytest.approx(-score, abs=1e-5)
+
+
+def test_zero_shot_vcf_keeps_every_record(pretrained, data_dir, tmp_path):
+    import pysam
+
+    from cmx_cli.pipelines import predict_vcf
+
+    out, _ = pretrained
+    vcf = data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf.gz"
+    scored = tmp_path / "scored.vcf.gz"
+    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+        vcf=str(vcf), reference=str(data_dir / "vcf" / "DWV_NC_004830.2.fa"), model=str(out),
+        output=str(scored), window=101, device="cpu"))
+    assert (tmp_path / "scored.vcf.gz.tbi").is_file()
+    with pysam.VariantFile(str(vcf)) as original, pysam.VariantFile(str(scored)) as annotated:
+        assert annotated.header.info["CMX"].number == "A"
+        pairs = list(zip(original, annotated, strict=True))
+    n_scored = 0
+    for before, after in pairs:
+        assert (before.chrom, before.pos, before.ref, before.alts) == (after.chrom, after.pos, after.ref, after.alts)
+        values = after.info.get("CMX", (None,) * len(after.alts))
+        for alt, value in zip(after.alts, values):
+            is_snv = len(after.ref) == 1 and len(alt) == 1
+            if not is_snv:
+                assert value is None, (after.pos, alt)
+            n_scored += value is not None
+    assert n_scored == summary.scored > 0
+    assert summary.outcomes["indel"] > 0
+
+
+def test_vcf_with_a_classifier_model_is_refused(data_dir, tmp_path):
+    from cmx_cli.pipelines import predict_vcf
+    from cmx_cli.training.checkpoint import Checkpoint, save_checkpoint
+    from models import ClassifierConfig, SequenceClassifier
+
+    config = ClassifierConfig(ChordMixerConfig(max_len=8, track_size=1, hidden_size=2), 2)
+    save_checkpoint(Checkpoint("classifier", config.to_dict(),
+                               SequenceClassifier(config).state_dict(), ["a", "b"]),
+                    tmp_path / "model.pt")
+    with pytest.raises(CmxError, match="cannot score variants.*Hint:"):
+        predict_vcf.run(predict_vcf.PredictVcfConfig(
+            vcf=str(data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf.gz"),
+            reference=str(data_dir / "vcf" / "DWV_NC_004830.2.fa"), model=str(tmp_path),
+            output=str(tmp_path / "out.vcf")))
+    assert not (tmp_path / "out.vcf").exists()
