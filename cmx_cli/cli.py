@@ -11,7 +11,6 @@ from click.core import ParameterSource
 
 from cmx_cli import __version__
 from cmx_cli.console import Reporter
-from cmx_cli.errors import CmxError
 from cmx_cli.runtime import DEVICES, PRECISIONS
 from cmx_cli.training.loop import TrainingInterrupted, TrainingSettings
 

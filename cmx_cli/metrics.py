@@ -215,16 +215,29 @@ def metrics_table(title: str, rows: dict[str, dict]) -> Table:
     Returns:
         A rich table with columns model, n, ROC-AUC, PR-AUC, accuracy, balanced accuracy.
     """
+    return comparison_table(title, rows, (("ROC-AUC", "roc_auc"), ("PR-AUC", "pr_auc"),
+                                          ("accuracy", "accuracy"),
+                                          ("balanced accuracy", "balanced_accuracy")))
+
+
+def comparison_table(title: str, rows: dict[str, dict], columns) -> Table:
+    """One row per model, one column per metric, n first; "–" where a metric is undefined.
+
+    Args:
+        title: Table title.
+        rows: Model name to its metrics dict (with an ``n`` key).
+        columns: (header, metric key) pairs.
+
+    Returns:
+        A rich table.
+    """
     table = Table(title=title)
     table.add_column("model")
-    for header in ("n", "ROC-AUC", "PR-AUC", "accuracy", "balanced accuracy"):
+    for header in ("n", *(header for header, _ in columns)):
         table.add_column(header, justify="right")
     for name, metrics in rows.items():
-        table.add_row(
-            name,
-            f"{metrics.get('n', 0):,}",
-            *(_format(metrics.get(metric)) for metric in METRIC_NAMES),
-        )
+        table.add_row(name, f"{metrics.get('n', 0):,}",
+                      *(_format(metrics.get(key)) for _, key in columns))
     return table
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from rich.table import Table
 
 from cmx_cli.data.masking import KEPT, MASKED, RANDOM, MaskedSequence
-from cmx_cli.metrics import MISSING
+from cmx_cli.metrics import comparison_table
 
 #: Accumulated groups, in the order of the rows of :attr:`MlmMetrics.totals`.
 GROUPS = ("mask", "random", "kept", "uppercase", "lowercase", "all_selected")
@@ -113,10 +113,6 @@ class MlmMetrics:
         }
 
 
-def _format(value: Optional[float]) -> str:
-    return MISSING if value is None else f"{value:.3f}"
-
-
 def mlm_table(title: str, rows: dict[str, dict]) -> Table:
     """Build a table with one row per model, e.g. "cmx", "unigram" and "5-mer Markov".
 
@@ -127,14 +123,5 @@ def mlm_table(title: str, rows: dict[str, dict]) -> Table:
     Returns:
         A rich table with columns model, n, bits/base, perplexity, accuracy.
     """
-    table = Table(title=title)
-    table.add_column("model")
-    for header in ("n", "bits/base", "perplexity", "accuracy"):
-        table.add_column(header, justify="right")
-    for name, metrics in rows.items():
-        table.add_row(
-            name,
-            f"{metrics.get('n', 0):,}",
-            *(_format(metrics.get(key)) for key in ("bits_per_base", "perplexity", "accuracy")),
-        )
-    return table
+    return comparison_table(title, rows, (("bits/base", "bits_per_base"),
+                                          ("perplexity", "perplexity"), ("accuracy", "accuracy")))

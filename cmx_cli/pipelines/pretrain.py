@@ -7,7 +7,6 @@ and an order-k Markov model on the left context) → write metrics.json and base
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,13 +23,19 @@ from cmx_cli.io.output import atomic_output
 from cmx_cli.mlm_baselines import MarkovModel, UnigramModel, evaluate_baseline
 from cmx_cli.mlm_metrics import mlm_table
 from cmx_cli.runtime import resolve_device, resolve_precision, seeded
-from cmx_cli.training.checkpoint import LAST, Checkpoint, load_checkpoint
+from cmx_cli.training.checkpoint import Checkpoint, load_checkpoint
 from cmx_cli.training.loop import TrainingSettings, fit
 from cmx_cli.training.masked_bases import KIND, MaskedBaseTask, MaskingSettings, evaluate_masked
+from cmx_cli.training.run_dir import (
+    CONFIG_NAME,
+    METRICS_NAME,
+    check_run_dir,
+    resume_state_,
+    write_json,
+)
+from cmx_cli.training.run_dir import read_config as read_run_config
 from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
 
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.json"
 BASELINES_NAME = "baselines.pt"
 
 
@@ -88,21 +93,7 @@ class PretrainResult:
 
 def read_config(run_dir: Path) -> PretrainConfig:
     """Read a pretraining run's config.json (for ``--resume``)."""
-    path = Path(run_dir) / CONFIG_NAME
-    try:
-        return PretrainConfig.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise CmxError(f"{path}: no such file",
-                       "--resume needs a run directory made by `cmx pretrain`.") from None
-    except (json.JSONDecodeError, TypeError, KeyError) as error:
-        raise CmxError(f"{path}: not a cmx pretrain config ({error})",
-                       "the run directory is damaged.") from None
-
-
-def _write_json(path: Path, values: dict) -> None:
-    with atomic_output(path) as handle:
-        json.dump(values, handle, indent=2, allow_nan=False)
-        handle.write("\n")
+    return read_run_config(run_dir, PretrainConfig.from_dict, "cmx pretrain")
 
 
 def save_baselines(path: Path, unigram: UnigramModel, markov: MarkovModel) -> None:
@@ -146,12 +137,7 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.monotonic()
-    run_dir = Path(config.out)
-    if resume and not (run_dir / LAST).is_file():
-        raise CmxError(f"{run_dir}: no {LAST} to resume from", "start the run without --resume first.")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise CmxError(f"{run_dir}: the run directory already exists and is not empty",
-                       "choose a new --out, delete the old run, or continue it with --resume.")
+    run_dir = check_run_dir(Path(config.out), resume)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     plan = plan_sources([Path(p) for p in config.fasta], [Path(p) for p in config.val_fasta],
@@ -163,7 +149,7 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
         config.validation_tokens, seed=config.training.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        _write_json(run_dir / CONFIG_NAME, config.to_dict())
+        write_json(run_dir / CONFIG_NAME, config.to_dict())
 
     encoder = ChordMixerConfig(max_len=config.max_length, track_size=config.track_size,
                                hidden_size=config.hidden_size, dropout=config.dropout)
@@ -171,11 +157,7 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
                                                  config.decoder_hidden_size)
     with seeded(config.training.seed):
         model = MaskedAutoencoder(model_config)
-    resume_state = None
-    if resume:
-        last = load_checkpoint(run_dir, KIND, name=LAST)
-        model.load_state_dict(last.state_dict)
-        resume_state = last.training_state
+    resume_state = resume_state_(model, run_dir, KIND) if resume else None
     model.to(device)
     masking = asdict(config.masking)
 
@@ -223,7 +205,7 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
         },
         "warnings": list(reporter.warnings),
     }
-    _write_json(run_dir / METRICS_NAME, metrics)
+    write_json(run_dir / METRICS_NAME, metrics)
     reporter.table(mlm_table("validation, MASK-token positions",
                              {"cmx": metrics["model"], "unigram": metrics["unigram"],
                               f"order-{config.markov_order} Markov": metrics["kmer"]}))

@@ -6,9 +6,8 @@ held-out data → fit the k-mer baseline on the same split → write metrics.jso
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -21,19 +20,24 @@ from cmx_cli.data.dedup import drop_duplicates
 from cmx_cli.data.split import read_split, stratified_split, write_split
 from cmx_cli.errors import CmxError
 from cmx_cli.io.labels import LabelledSequences, LabelRule, load_labelled, parse_fasta_argument
-from cmx_cli.io.output import atomic_output
 from cmx_cli.kmer_baseline import KmerBaseline
 from cmx_cli.metrics import classification_metrics, length_table, metrics_by_length, metrics_table
 from cmx_cli.runtime import resolve_device, resolve_precision, seeded
-from cmx_cli.training.checkpoint import LAST, Checkpoint, load_checkpoint
+from cmx_cli.training.checkpoint import Checkpoint, load_checkpoint
 from cmx_cli.training.classification import KIND, ClassificationTask, predict_probabilities
 from cmx_cli.training.loop import TrainingSettings, fit
 from cmx_cli.training.pretrained import freeze_, load_encoder
+from cmx_cli.training.run_dir import (
+    CONFIG_NAME,
+    METRICS_NAME,
+    check_run_dir,
+    resume_state_,
+    write_json,
+)
+from cmx_cli.training.run_dir import read_config as read_run_config
 from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
 
-CONFIG_NAME = "config.json"
 SPLIT_NAME = "split.tsv"
-METRICS_NAME = "metrics.json"
 MIN_PER_LENGTH_BIN = 20
 
 
@@ -172,27 +176,6 @@ def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> Optional[to
     return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1.0)), dtype=torch.float32)
 
 
-def _prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
-    run_dir = Path(config.out)
-    if resume:
-        if not (run_dir / LAST).is_file():
-            raise CmxError(f"{run_dir}: no {LAST} to resume from",
-                           "start the run without --resume first.")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise CmxError(
-            f"{run_dir}: the run directory already exists and is not empty",
-            "choose a new --out, delete the old run, or continue it with --resume.",
-        )
-    return run_dir
-
-
-def _write_json(path: Path, values: dict) -> None:
-    with atomic_output(path) as handle:
-        json.dump(values, handle, indent=2, allow_nan=False)
-        handle.write("\n")
-
-
 def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool = False) -> TrainResult:
     """Train a classifier and evaluate it beside the k-mer baseline.
 
@@ -206,7 +189,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.monotonic()
-    run_dir = _prepare_run_dir(config, resume)
+    run_dir = check_run_dir(Path(config.out), resume)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     dataset = load_dataset(config, reporter)
@@ -220,7 +203,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         # Created only once the data have been read, so bad input leaves no empty run behind.
         run_dir.mkdir(parents=True, exist_ok=True)
         write_split(run_dir / SPLIT_NAME, names, sources, dataset.sequences.labels, dataset.splits)
-        _write_json(run_dir / CONFIG_NAME, config.to_dict())
+        write_json(run_dir / CONFIG_NAME, config.to_dict())
     train_x, train_y, _ = dataset.part("train")
     val_x, val_y, _ = dataset.part("val")
     test_x, test_y, test_lengths = dataset.part("test")
@@ -249,11 +232,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         model.trunk.load_state_dict(encoder_state)
     if config.freeze_encoder:
         freeze_(model.trunk)
-    resume_state = None
-    if resume:
-        last = load_checkpoint(run_dir, KIND, name=LAST)
-        model.load_state_dict(last.state_dict)
-        resume_state = last.training_state
+    resume_state = resume_state_(model, run_dir, KIND) if resume else None
     model.to(device)
 
     def make_checkpoint(state_dict: dict, training_state: Optional[dict]) -> Checkpoint:
@@ -312,7 +291,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
             y, p = results[report_split]
             metrics[source][f"{report_split}_by_length"] = metrics_by_length(
                 y, p, lengths, n_classes, n_bins=n_bins)
-    _write_json(run_dir / METRICS_NAME, metrics)
+    write_json(run_dir / METRICS_NAME, metrics)
 
     summary = _summarise(metrics, report_split, result, run_dir, time.monotonic() - started)
     if report_split in evaluation:
@@ -342,16 +321,7 @@ def _summarise(metrics: dict, split: str, result, run_dir: Path, seconds: float)
             f"{seconds:.0f} s; run in {run_dir}")
 
 
-def read_config(run_dir: Path) -> TrainConfig:
-    """Read a run's config.json (for ``--resume``).
 
-    Raises:
-        CmxError: When the run has no readable config.
-    """
-    path = Path(run_dir) / CONFIG_NAME
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise CmxError(f"{path}: no such file", "--resume needs a run directory made by `cmx train`.") from None
-    except (json.JSONDecodeError, TypeError, KeyError) as error:
-        raise CmxError(f"{path}: not a cmx train config ({error})", "the run directory is damaged.") from None
+def read_config(run_dir: Path) -> TrainConfig:
+    """Read a training run's config.json (for ``--resume``)."""
+    return read_run_config(run_dir, TrainConfig.from_dict, "cmx train")
