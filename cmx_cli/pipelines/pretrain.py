@@ -210,11 +210,14 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
                              {"cmx": metrics["model"], "unigram": metrics["unigram"],
                               f"order-{config.markov_order} Markov": metrics["kmer"]}))
 
+    def number(values: dict, key: str) -> str:
+        return "n/a" if values[key] is None else f"{values[key]:.3f}"
+
     def bits(values: dict) -> str:
-        return "n/a" if values["bits_per_base"] is None else f"{values['bits_per_base']:.3f}"
+        return number(values, "bits_per_base")
 
     summary = (f"cmx pretrain: validation {bits(metrics['model'])} bits/base, accuracy "
-               f"{metrics['model']['accuracy']:.3f} (unigram {bits(metrics['unigram'])}, "
+               f"{number(metrics['model'], 'accuracy')} (unigram {bits(metrics['unigram'])}, "
                f"order-{config.markov_order} Markov {bits(metrics['kmer'])}) on "
                f"{metrics['model']['n']} masked bases; {time.monotonic() - started:.0f} s; "
                f"run in {run_dir}")
