@@ -128,7 +128,9 @@ def cli(debug: bool) -> None:
               help="Hidden width of each block's MLP.")
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Dropout inside each block's MLP.")
-@max_tokens_option
+@click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Token budget per batch; a longer sequence gets a batch of its own. Small "
+                   "budgets mean more optimizer steps, which small data sets need.")
 @training_options
 @click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none",
               show_default=True, help="Weight the loss by inverse class frequency (balanced).")

@@ -54,11 +54,8 @@ def run(out: Path, device: str = "auto", reporter: Optional[Reporter] = None) ->
             out=str(out / "run"),
             val_fraction=0.15,
             test_fraction=0.15,
-            track_size=8,
-            hidden_size=64,
-            dropout=0.1,
             device=device,
-            training=TrainingSettings(epochs=6, learning_rate=2e-3, patience=3, seed=0),
+            training=TrainingSettings(epochs=10, seed=0),
         ),
         reporter,
     )

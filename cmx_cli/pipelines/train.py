@@ -58,7 +58,7 @@ class TrainConfig:
     track_size: int = 16
     hidden_size: int = 128
     dropout: float = 0.1
-    max_tokens: int = 16384
+    max_tokens: int = 4096
     class_weights: str = "none"
     kmer_k: int = 5
     init: Optional[str] = None
