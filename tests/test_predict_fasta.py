@@ -53,7 +53,12 @@ def test_streaming_chunks_do_not_change_results(trained_run, data_dir, tmp_path)
     query = data_dir / "capsule_small" / "query.fa"
     _predict(trained_run, query, tmp_path / "one_chunk.tsv")
     _predict(trained_run, query, tmp_path / "many_chunks.tsv", chunk_tokens=1500, max_tokens=900)
-    assert _read_tsv(tmp_path / "one_chunk.tsv") == _read_tsv(tmp_path / "many_chunks.tsv")
+    one, many = _read_tsv(tmp_path / "one_chunk.tsv"), _read_tsv(tmp_path / "many_chunks.tsv")
+    # Names, lengths and order are exact; probabilities agree to float precision (other
+    # batch companions change the matrix shapes, not the maths).
+    assert [row[:2] for row in one] == [row[:2] for row in many]
+    np.testing.assert_allclose(np.array([row[3:] for row in one[1:]], dtype=float),
+                               np.array([row[3:] for row in many[1:]], dtype=float), atol=1e-5)
 
 
 def test_rc_averages_both_strands(trained_run, data_dir, tmp_path):
