@@ -208,3 +208,23 @@ def test_vcf_with_a_classifier_model_is_refused(data_dir, tmp_path):
             reference=str(data_dir / "vcf" / "DWV_NC_004830.2.fa"), model=str(tmp_path),
             output=str(tmp_path / "out.vcf")))
     assert not (tmp_path / "out.vcf").exists()
+
+
+def test_pretrain_resumes_after_an_interruption(data_dir, tmp_path):
+    from cmx_cli.console import Reporter
+
+    class InterruptAfterFirstEpoch(Reporter):
+        def note(self, message):
+            if message.startswith("epoch 1:"):
+                raise KeyboardInterrupt
+
+    config = _pretrain_config(data_dir, tmp_path / "pre")
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(config, InterruptAfterFirstEpoch(quiet=True))
+    assert not (tmp_path / "pre" / "metrics.json").exists()
+    result = CliRunner().invoke(cli, ["pretrain", "--resume", "--out", str(tmp_path / "pre"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "pre" / "metrics.json").read_text())
+    assert metrics["training"]["epochs_completed"] == 2
+    assert pretrain.read_config(tmp_path / "pre") == config
