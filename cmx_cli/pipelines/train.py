@@ -17,7 +17,7 @@ import torch
 from cmx_cli import __version__
 from cmx_cli.console import Reporter
 from cmx_cli.data.dedup import drop_duplicates
-from cmx_cli.data.split import read_split, stratified_split, write_split
+from cmx_cli.data.split import SPLITS, read_split, stratified_split, write_split
 from cmx_cli.errors import CmxError
 from cmx_cli.io.labels import LabelledSequences, LabelRule, load_labelled, parse_fasta_argument
 from cmx_cli.kmer_baseline import KmerBaseline
@@ -195,7 +195,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
     dataset = load_dataset(config, reporter)
     names, sources = dataset.sequences.names, dataset.sequences.sources
     if resume:
-        saved = read_split(run_dir / "split.tsv")
+        saved = read_split(run_dir / SPLIT_NAME)
         if saved != {(s, n): split for s, n, split in zip(sources, names, dataset.splits)}:
             raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's split",
                            "resume with the same FASTA files, or start a new run.")
@@ -204,9 +204,9 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         run_dir.mkdir(parents=True, exist_ok=True)
         write_split(run_dir / SPLIT_NAME, names, sources, dataset.sequences.labels, dataset.splits)
         write_json(run_dir / CONFIG_NAME, config.to_dict())
-    train_x, train_y, _ = dataset.part("train")
-    val_x, val_y, _ = dataset.part("val")
-    test_x, test_y, test_lengths = dataset.part("test")
+    parts = {split: dataset.part(split) for split in SPLITS}  # tokens, labels, lengths
+    (train_x, train_y, _), (val_x, val_y, _), (test_x, test_y, _) = (
+        parts["train"], parts["val"], parts["test"])
     n_classes = len(dataset.class_names)
     reporter.note(
         f"{len(train_x)} training, {len(val_x)} validation and {len(test_x)} test sequences; "
@@ -267,9 +267,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         "cmx_version": __version__,
         "classes": dataset.class_names,
         "data": {split: {name: int((labels == i).sum()) for i, name in enumerate(dataset.class_names)}
-                 for split, (_, labels, _) in (("train", dataset.part("train")),
-                                               ("val", dataset.part("val")),
-                                               ("test", dataset.part("test")))},
+                 for split, (_, labels, _) in parts.items()},
         "model": {split: classification_metrics(y, p, n_classes) for split, (y, p) in evaluation.items()},
         "kmer_baseline": {"description": baseline.describe(), "seconds": round(baseline_seconds, 2)} | {
             split: classification_metrics(y, p, n_classes) for split, (y, p) in baseline_evaluation.items()},
@@ -283,7 +281,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         "warnings": list(reporter.warnings),
     }
     if report_split in evaluation:
-        lengths = {"val": dataset.part("val")[2], "test": test_lengths}[report_split]
+        lengths = parts[report_split][2]
         # Ten percentile bins as in the paper's Figure 5, but never fewer than ~20 sequences
         # a bin: a ROC-AUC over a handful of sequences is noise.
         n_bins = max(1, min(10, len(lengths) // MIN_PER_LENGTH_BIN))
@@ -319,7 +317,6 @@ def _summarise(metrics: dict, split: str, result, run_dir: Path, seconds: float)
     return (f"cmx train: {held_out}; best epoch {result.best_epoch} of "
             f"{result.epochs_completed}, stopped by {result.stopped_because}; "
             f"{seconds:.0f} s; run in {run_dir}")
-
 
 
 def read_config(run_dir: Path) -> TrainConfig:
