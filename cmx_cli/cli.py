@@ -413,8 +413,10 @@ def main() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except TrainingInterrupted as error:
-        click.echo(f"Interrupted: {error}. Hint: continue with `cmx train --resume --out "
-                   f"{error.run_dir}`.", err=True)
+        command = next((word for word in sys.argv[1:] if not word.startswith("-")), "train")
+        hint = (f"continue with `cmx {command} --resume --out {error.run_dir}`" if error.epoch
+                else "start the run again")
+        click.echo(f"Interrupted: {error}. Hint: {hint}.", err=True)
         sys.exit(130)
     except Exception as error:  # noqa: BLE001 - last line of defence against tracebacks
         if debug:

@@ -137,3 +137,14 @@ def test_resume_refuses_changed_data(data_dir, tmp_path):
     changed = replace(train.read_config(tmp_path / "run"), test_fraction=0.3)
     with pytest.raises(CmxError, match="split.*Hint:"):
         train.run(changed, resume=True)
+
+
+def test_max_time_stops_after_the_current_step_and_stays_resumable(data_dir, tmp_path):
+    # A deadline already passed: one optimizer step, then a clean stop with checkpoints.
+    result = train.run(_config(data_dir, tmp_path / "run",
+                               training=TrainingSettings(epochs=3, max_time_minutes=1e-9, seed=1)))
+    assert result.metrics["training"]["stopped_because"] == "max-time"
+    assert result.metrics["training"]["steps"] == 1
+    assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "model.pt").is_file()
+    with open(tmp_path / "run" / "log.tsv") as handle:
+        assert [row["complete"] for row in csv.DictReader(handle, delimiter="\t")] == ["False"]

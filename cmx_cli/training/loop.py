@@ -77,7 +77,11 @@ class TrainingInterrupted(Exception):
     """Raised on Ctrl-C after the last completed epoch is safely on disk."""
 
     def __init__(self, epoch: int, run_dir: Path) -> None:
-        super().__init__(f"interrupted; {run_dir / LAST} holds the end of epoch {epoch}")
+        if epoch == 0:
+            message = "interrupted during the first epoch, before any checkpoint"
+        else:
+            message = f"interrupted; {run_dir / LAST} holds the end of epoch {epoch}"
+        super().__init__(message)
         self.epoch, self.run_dir = epoch, run_dir
 
 
@@ -189,6 +193,9 @@ def fit(
         if settings.max_steps is not None and step >= settings.max_steps:
             stopped_because = "max-steps"
             break
+        if deadline is not None and time.monotonic() > deadline:
+            stopped_because = "max-time"
+            break
         # Seeding per epoch makes a resumed run replay exactly what an uninterrupted one does.
         torch.manual_seed(settings.seed * 1_000_003 + epoch)
         rng = np.random.default_rng([settings.seed, epoch])
@@ -225,6 +232,7 @@ def fit(
         # The last batch of an epoch also ends it: no partial flag then.
         partial = partial and loss_batches < len(batches)
         epoch += 1
+        training_seconds = time.monotonic() - epoch_started
         validation = task.validate(model)
         seconds = time.monotonic() - epoch_started
         row = {
@@ -233,7 +241,7 @@ def fit(
             "complete": not partial,
             "learning_rate": scheduler.get_last_lr()[0],
             "train_loss": loss_sum / max(1, loss_batches),
-            "tokens_per_second": tokens_seen / max(1e-9, seconds),
+            "tokens_per_second": tokens_seen / max(1e-9, training_seconds),
             "seconds": seconds,
         }
         score = None
