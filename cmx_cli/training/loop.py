@@ -193,8 +193,8 @@ def fit(
         if settings.max_steps is not None and step >= settings.max_steps:
             stopped_because = "max-steps"
             break
-        if deadline is not None and time.monotonic() > deadline:
-            stopped_because = "max-time"
+        if deadline is not None and history and time.monotonic() > deadline:
+            stopped_because = "max-time"  # an epoch ended right at the deadline
             break
         # Seeding per epoch makes a resumed run replay exactly what an uninterrupted one does.
         torch.manual_seed(settings.seed * 1_000_003 + epoch)
