@@ -1,4 +1,5 @@
 """Shared fixtures: devices, data paths."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,18 @@ def device(request) -> torch.device:
 def data_dir() -> Path:
     """tests/data, the suite's small real and hand-made files."""
     return DATA
+
+
+@pytest.fixture
+def data_copy(tmp_path):
+    """Copy a file from tests/data into tmp_path, so that no index lands in the tree."""
+
+    def copy(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copyfile(DATA / name, target)
+        return target
+
+    return copy
 
 
 def pytest_collection_modifyitems(config, items):

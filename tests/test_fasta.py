@@ -21,18 +21,6 @@ DATA = Path(__file__).parent / "data"
 A, C, G, T, N = 0, 1, 2, 3, 4
 
 
-@pytest.fixture
-def data_copy(tmp_path):
-    """Copy a file from tests/data into tmp_path, so that no index lands in the tree."""
-
-    def copy(name: str) -> Path:
-        target = tmp_path / name
-        shutil.copyfile(DATA / name, target)
-        return target
-
-    return copy
-
-
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

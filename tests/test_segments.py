@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +31,6 @@ LAMBDA = "pretrain_lambda.fa"
 GENES = "pretrain_umaydis_genes.fa"
 LAMBDA_CONTIG = "NC_001416.1_1-20000"
 SOURCE = re.compile(r"^(?P<path>.+):(?P<contig>[^:]+):(?P<start>\d+)-(?P<end>\d+)(?P<rc>\(-\))?$")
-
-
-@pytest.fixture
-def copy(tmp_path):
-    """Copy a file from tests/data into tmp_path, so that no index lands in the tree."""
-
-    def copy_file(name: str) -> Path:
-        target = tmp_path / name
-        shutil.copyfile(DATA / name, target)
-        return target
-
-    return copy_file
 
 
 def read_letters(path: Path) -> dict[str, str]:
@@ -90,8 +77,8 @@ def check_against_reference(sequence: PretrainSequence, letters: str) -> bool:
 # --- the plan -------------------------------------------------------------------------------
 
 
-def test_auto_picks_records_for_a_gene_set(copy):
-    plan = plan_sources([copy(GENES)], val_fraction=0.1, max_length=4096, seed=0)
+def test_auto_picks_records_for_a_gene_set(data_copy):
+    plan = plan_sources([data_copy(GENES)], val_fraction=0.1, max_length=4096, seed=0)
     assert plan.mode == "records" and plan.validation_rule == "records"
     assert len(plan.train) == 6 and len(plan.validation) == 1
     names = {region.contig for region in plan.train + plan.validation}
@@ -99,8 +86,8 @@ def test_auto_picks_records_for_a_gene_set(copy):
     assert "validation: a random 10% of records (1 of 7" in plan.describe()
 
 
-def test_auto_picks_segments_when_a_record_is_too_long(copy):
-    path = copy(LAMBDA)
+def test_auto_picks_segments_when_a_record_is_too_long(data_copy):
+    path = data_copy(LAMBDA)
     plan = plan_sources([path], val_fraction=0.1, max_length=4096)
     assert plan.mode == "segments" and plan.validation_rule == "tail"
     assert [region.label() for region in plan.train] == [f"{path}:{LAMBDA_CONTIG}:1-18000"]
@@ -113,24 +100,24 @@ def test_auto_picks_segments_when_a_record_is_too_long(copy):
     assert plan.to_dict()["validation"] == [f"{path}:{LAMBDA_CONTIG}:18001-20000"]
 
 
-def test_auto_samples_segments_of_a_single_record_that_cannot_be_split(copy):
-    path = copy(LAMBDA)
+def test_auto_samples_segments_of_a_single_record_that_cannot_be_split(data_copy):
+    path = data_copy(LAMBDA)
     assert plan_sources([path], max_length=100_000).mode == "segments"
     with pytest.raises(CmxError) as error:
         plan_sources([path], mode="records", max_length=100_000)
     check_user_error(error.value, path, "segments")
 
 
-def test_records_mode_rejects_a_record_longer_than_max_length(copy):
-    path = copy(GENES)
+def test_records_mode_rejects_a_record_longer_than_max_length(data_copy):
+    path = data_copy(GENES)
     with pytest.raises(CmxError) as error:
         plan_sources([path], mode="records", max_length=1000)
     message = check_user_error(error.value, path, "um10944", "1,395 bp", "segments")
     assert "--max-length" in message
 
 
-def test_record_hold_out_is_seeded(copy):
-    path = copy(GENES)
+def test_record_hold_out_is_seeded(data_copy):
+    path = data_copy(GENES)
     plans = [plan_sources([path], val_fraction=0.3, seed=seed) for seed in range(8)]
     again = plan_sources([path], val_fraction=0.3, seed=0)
     assert again == plans[0]
@@ -141,8 +128,8 @@ def test_record_hold_out_is_seeded(copy):
         assert not {r.contig for r in plan.train} & {r.contig for r in plan.validation}
 
 
-def test_whole_contigs_are_held_out_with_five_or_more(copy):
-    path = copy(GENES)
+def test_whole_contigs_are_held_out_with_five_or_more(data_copy):
+    path = data_copy(GENES)
     plan = plan_sources([path], val_fraction=0.3, mode="segments", seed=3)
     assert plan.validation_rule == "contigs"
     lengths = {name: len(letters) for name, letters in read_letters(path).items()}
@@ -153,8 +140,8 @@ def test_whole_contigs_are_held_out_with_five_or_more(copy):
     assert "2 of 7 whole contigs held out at random" in plan.describe()
 
 
-def test_validation_files_take_precedence(copy):
-    genes, genome = copy(GENES), copy(LAMBDA)
+def test_validation_files_take_precedence(data_copy):
+    genes, genome = data_copy(GENES), data_copy(LAMBDA)
     plan = plan_sources([genes], [genome], val_fraction=0.1, max_length=100_000)
     assert plan.validation_rule == "files" and plan.mode == "records"
     assert len(plan.train) == 7
@@ -163,28 +150,28 @@ def test_validation_files_take_precedence(copy):
     assert str(genome) in plan.describe()
 
 
-def test_a_file_both_for_training_and_validation_is_an_error(copy):
-    path = copy(GENES)
+def test_a_file_both_for_training_and_validation_is_an_error(data_copy):
+    path = data_copy(GENES)
     with pytest.raises(CmxError) as error:
         plan_sources([path], [path])
     check_user_error(error.value, path)
 
 
-def test_no_validation_when_the_fraction_is_zero(copy):
-    plan = plan_sources([copy(LAMBDA)], val_fraction=0.0, max_length=4096)
+def test_no_validation_when_the_fraction_is_zero(data_copy):
+    plan = plan_sources([data_copy(LAMBDA)], val_fraction=0.0, max_length=4096)
     assert plan.validation == () and plan.train[0].length == 20_000
     assert "validation: none" in plan.describe()
     with pytest.raises(ValueError):
         make_sampler(plan, "validation", min_length=64)
 
 
-def test_the_plan_reads_only_the_index(copy, monkeypatch):
+def test_the_plan_reads_only_the_index(data_copy, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("plan_sources must not read sequence")
 
     monkeypatch.setattr(pyfaidx.Fasta, "get_seq", refuse)
     monkeypatch.setattr(pyfaidx.Faidx, "fetch", refuse)
-    plan = plan_sources([copy(LAMBDA), copy(GENES)], val_fraction=0.1, max_length=4096)
+    plan = plan_sources([data_copy(LAMBDA), data_copy(GENES)], val_fraction=0.1, max_length=4096)
     assert plan.mode == "segments" and plan.validation_rule == "contigs"
 
 
@@ -211,16 +198,16 @@ def test_segments_match_the_reference_on_both_strands(soft_masked_lambda):
     assert all(segment.source.startswith(f"{path}:{LAMBDA_CONTIG}:") for segment in segments)
 
 
-def test_no_reverse_complement_when_switched_off(copy):
-    plan = plan_sources([copy(LAMBDA)], max_length=2048)
+def test_no_reverse_complement_when_switched_off(data_copy):
+    plan = plan_sources([data_copy(LAMBDA)], max_length=2048)
     sampler = make_sampler(plan, "train", min_length=256, reverse_complement=False)
     segments = sampler.sample(100, np.random.default_rng(1))
     assert not any(parse(segment)[3] for segment in segments)
     sampler.close()
 
 
-def test_lengths_are_bounded_and_log_normal(copy):
-    plan = plan_sources([copy(LAMBDA)], max_length=4096)
+def test_lengths_are_bounded_and_log_normal(data_copy):
+    plan = plan_sources([data_copy(LAMBDA)], max_length=4096)
     sampler = make_sampler(plan, "train", min_length=64)
     n = 2000
     lengths = np.array([len(s) for s in sampler.sample(n, np.random.default_rng(2))])
@@ -236,16 +223,16 @@ def test_lengths_are_bounded_and_log_normal(copy):
     sampler.close()
 
 
-def test_training_segments_never_overlap_the_held_out_region(copy):
-    plan = plan_sources([copy(LAMBDA)], val_fraction=0.1, max_length=4096)
+def test_training_segments_never_overlap_the_held_out_region(data_copy):
+    plan = plan_sources([data_copy(LAMBDA)], val_fraction=0.1, max_length=4096)
     with make_sampler(plan, "train", min_length=512) as sampler:
         ends = [parse(s)[2] for s in sampler.sample(600, np.random.default_rng(3))]
     assert max(ends) <= 18_000
     assert max(ends) > 17_000  # segments do reach the boundary, so the test has teeth
 
 
-def test_validation_set_is_fixed(copy):
-    path = copy(LAMBDA)
+def test_validation_set_is_fixed(data_copy):
+    path = data_copy(LAMBDA)
     plan = plan_sources([path], val_fraction=0.1, max_length=4096)
     first = make_sampler(plan, "validation", min_length=256).validation_set(8000, seed=5)
     with make_sampler(plan, "validation", min_length=256) as sampler:
@@ -262,8 +249,8 @@ def test_validation_set_is_fixed(copy):
         check_against_reference(segment, letters)
 
 
-def test_epoch_stops_at_the_token_budget(copy):
-    plan = plan_sources([copy(LAMBDA)], max_length=1024)
+def test_epoch_stops_at_the_token_budget(data_copy):
+    plan = plan_sources([data_copy(LAMBDA)], max_length=1024)
     sampler = make_sampler(plan, "train", min_length=64)
     segments = list(sampler.epoch(10_000, np.random.default_rng(4)))
     total = sum(map(len, segments))
@@ -296,24 +283,24 @@ def test_a_genome_of_n_gives_up_with_a_hint(tmp_path):
     sampler.close()
 
 
-def test_regions_shorter_than_the_minimum_length_are_an_error(copy):
-    path = copy(LAMBDA)
+def test_regions_shorter_than_the_minimum_length_are_an_error(data_copy):
+    path = data_copy(LAMBDA)
     plan = plan_sources([path], val_fraction=0.1, max_length=4096)
     with pytest.raises(CmxError) as error:
         make_sampler(plan, "validation", min_length=3000)  # the held-out tail is 2,000 bp
     check_user_error(error.value, path, "3,000")
 
 
-def test_a_long_length_is_cut_to_the_longest_region(copy):
-    plan = plan_sources([copy(LAMBDA)], val_fraction=0.1, max_length=16_384)
+def test_a_long_length_is_cut_to_the_longest_region(data_copy):
+    plan = plan_sources([data_copy(LAMBDA)], val_fraction=0.1, max_length=16_384)
     sampler = make_sampler(plan, "validation", min_length=1000)
     lengths = [len(s) for s in sampler.validation_set(20_000, seed=0)]
     assert max(lengths) == 2000
     sampler.close()
 
 
-def test_an_invalid_letter_names_the_record(copy):
-    path = copy("fasta_protein.fa")
+def test_an_invalid_letter_names_the_record(data_copy):
+    path = data_copy("fasta_protein.fa")
     plan = plan_sources([path], val_fraction=0.0, mode="records", max_length=100)
     with pytest.raises(CmxError) as error:
         list(make_sampler(plan, "train").epoch(None, np.random.default_rng(0)))
@@ -362,8 +349,8 @@ def test_record_validation_set_is_in_file_order_and_unflipped(soft_masked_genes)
         assert [s.source for s in budget] == [s.source for s in sampler.validation_set(100, 2)]
 
 
-def test_record_epoch_with_a_token_budget_repeats_records(copy):
-    plan = plan_sources([copy(GENES)], val_fraction=0.0, max_length=4096)
+def test_record_epoch_with_a_token_budget_repeats_records(data_copy):
+    plan = plan_sources([data_copy(GENES)], val_fraction=0.0, max_length=4096)
     with make_sampler(plan, "train") as sampler:
         sequences = list(sampler.epoch(20_000, np.random.default_rng(8)))  # > 7,901 bp
         assert sum(map(len, sequences)) >= 20_000
