@@ -32,6 +32,8 @@ class Reporter:
         self.console = console or Console(stderr=True)
         self.interactive = not quiet and self.console.is_terminal
         self.warnings: list[str] = []
+        #: Where the warnings are saved (a run's metrics.json), if anywhere.
+        self.warnings_saved_to: Optional[str] = None
 
     def note(self, message: str) -> None:
         """A line of context (what was read, where the run goes)."""
@@ -52,7 +54,10 @@ class Reporter:
     def summary(self, message: str) -> None:
         """The one line printed whatever the settings."""
         if self.warnings and not self.interactive:
-            message += f" ({len(self.warnings)} warning(s); see the run's metrics.json)"
+            if self.warnings_saved_to:
+                message += f" ({len(self.warnings)} warning(s) in {self.warnings_saved_to})"
+            else:
+                message += f" (warning: {'; '.join(self.warnings)})"
         self.console.print(message, highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager

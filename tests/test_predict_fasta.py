@@ -100,3 +100,17 @@ def test_not_a_checkpoint(data_dir, tmp_path):
     fake.write_text("not a model\n")
     with pytest.raises(CmxError, match="not a cmx checkpoint.*Hint:"):
         _predict(fake, data_dir / "capsule_small" / "query.fa", tmp_path / "p.tsv")
+
+
+def test_longer_than_max_len_is_said_in_the_summary(trained_run, tmp_path, capsys):
+    from cmx_cli.console import Reporter
+
+    fasta = tmp_path / "long.fa"
+    fasta.write_text(">long\n" + "ACGT" * 2000 + "\n>short\nACGTTGCA\n")
+    _ = predict_fasta.run(predict_fasta.PredictFastaConfig(
+        fasta=str(fasta), model=str(trained_run), output=str(tmp_path / "p.tsv"), device="cpu"),
+        Reporter(quiet=True))
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("cmx predict: 2 sequences")
+    assert "warning: 1 sequence(s) are longer than the model's max_len" in last_line
+    assert len(_read_tsv(tmp_path / "p.tsv")) == 3

@@ -206,6 +206,7 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
         "warnings": list(reporter.warnings),
     }
     write_json(run_dir / METRICS_NAME, metrics)
+    reporter.warnings_saved_to = str(run_dir / METRICS_NAME)
     reporter.table(mlm_table("validation, MASK-token positions",
                              {"cmx": metrics["model"], "unigram": metrics["unigram"],
                               f"order-{config.markov_order} Markov": metrics["kmer"]}))

@@ -290,6 +290,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
             metrics[source][f"{report_split}_by_length"] = metrics_by_length(
                 y, p, lengths, n_classes, n_bins=n_bins)
     write_json(run_dir / METRICS_NAME, metrics)
+    reporter.warnings_saved_to = str(run_dir / METRICS_NAME)
 
     summary = _summarise(metrics, report_split, result, run_dir, time.monotonic() - started)
     if report_split in evaluation:
