@@ -105,6 +105,9 @@ def cli(debug: bool) -> None:
                    "e.g. 'genus=(\\S+)'.")
 @click.option("--labels", "labels_table", type=click.Path(exists=True, dir_okay=False),
               help="TSV of record name and label.")
+@click.option("--group-regex", metavar="REGEX",
+              help="Keep each group whole in one split, the group read from the header line "
+                   "by this regex, e.g. '^([^|]+)' for a locus; use it for related sequences.")
 @click.option("--val-fasta", multiple=True, metavar="PATH[:LABEL]",
               help="Validation FASTA instead of a fraction of --fasta; repeatable.")
 @click.option("--test-fasta", multiple=True, metavar="PATH[:LABEL]",
@@ -172,7 +175,7 @@ def train(ctx: click.Context, **options) -> None:
                 f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
     config = pipeline.TrainConfig(
         fasta=tuple(options["fasta"]), out=str(out), label_regex=options["label_regex"],
-        labels_table=options["labels_table"], val_fasta=tuple(options["val_fasta"]),
+        labels_table=options["labels_table"], group_regex=options["group_regex"], val_fasta=tuple(options["val_fasta"]),
         test_fasta=tuple(options["test_fasta"]), val_fraction=options["val_fraction"],
         test_fraction=options["test_fraction"], deduplicate=not options["keep_duplicates"],
         max_len=options["max_len"], track_size=options["track_size"],

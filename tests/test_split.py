@@ -4,11 +4,12 @@ from __future__ import annotations
 from collections import Counter
 from itertools import zip_longest
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmx_cli.data.split import read_split, stratified_split, write_split
+from cmx_cli.data.split import read_split, stratified_group_split, stratified_split, write_split
 from cmx_cli.errors import CmxError
 
 
@@ -191,3 +192,39 @@ def test_read_split_header_only_is_damaged(tmp_path):
     with pytest.raises(CmxError, match="Hint:"):
         read_split(path)
 
+
+
+def _grouped_labels(seed=0):
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for label in ("a", "b"):
+        for group in range(30):
+            size = int(rng.integers(1, 6))
+            labels += [label] * size
+            groups += [f"{label}{group}"] * size
+    return labels, groups
+
+
+def test_group_split_keeps_every_group_whole():
+    labels, groups = _grouped_labels()
+    splits = stratified_group_split(labels, groups, 0.1, 0.2, seed=3)
+    split_of_group = {}
+    for group, split in zip(groups, splits):
+        assert split_of_group.setdefault(group, split) == split, group
+    for label in ("a", "b"):
+        members = [s for s, lab in zip(splits, labels) if lab == label]
+        # Whole groups of at most 5 overshoot the target by less than one group.
+        assert round(0.2 * len(members)) <= members.count("test") < round(0.2 * len(members)) + 5
+        assert round(0.1 * len(members)) <= members.count("val") < round(0.1 * len(members)) + 5
+        assert members.count("train") > 0
+    assert stratified_group_split(labels, groups, 0.1, 0.2, seed=3) == splits
+    assert stratified_group_split(labels, groups, 0.1, 0.2, seed=4) != splits
+
+
+def test_group_split_assigns_a_mixed_group_by_its_majority():
+    labels = ["a", "a", "b", "b", "b", "a"]
+    groups = ["g1", "g1", "g1", "g2", "g2", "g3"]
+    splits = stratified_group_split(labels, groups, 0.0, 0.0, seed=0)
+    assert splits == ["train"] * 6
+    splits = stratified_group_split(labels, groups, 0.0, 0.5, seed=0)
+    assert len({splits[0], splits[1], splits[2]}) == 1  # g1 stays whole

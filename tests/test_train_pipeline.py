@@ -148,3 +148,21 @@ def test_max_time_stops_after_the_current_step_and_stays_resumable(data_dir, tmp
     assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "model.pt").is_file()
     with open(tmp_path / "run" / "log.tsv") as handle:
         assert [row["complete"] for row in csv.DictReader(handle, delimiter="\t")] == ["False"]
+
+
+def test_group_regex_keeps_each_locus_in_one_split(data_dir, tmp_path):
+    train.run(_config(data_dir, tmp_path / "run", group_regex=r"^([^|]+)",
+                      training=TrainingSettings(epochs=1, seed=1)))
+    with open(tmp_path / "run" / "split.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    split_of_locus = {}
+    for row in rows:
+        locus = (row["label"], row["name"].split("|")[0])
+        assert split_of_locus.setdefault(locus, row["split"]) == row["split"], locus
+    assert {row["split"] for row in rows} == {"train", "val", "test"}
+
+
+def test_bad_group_regex_is_a_user_error(data_dir, tmp_path):
+    with pytest.raises(CmxError, match="--group-regex.*Hint:"):
+        train.run(_config(data_dir, tmp_path / "run", group_regex="(unclosed"))
+    assert not (tmp_path / "run").exists()

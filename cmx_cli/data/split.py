@@ -53,6 +53,57 @@ def stratified_split(
     return assignment
 
 
+
+def stratified_group_split(
+    labels: Sequence[str], groups: Sequence[str], val_fraction: float, test_fraction: float,
+    seed: int,
+) -> list[str]:
+    """Like :func:`stratified_split`, but every group (a locus, a genome) lands whole in one
+    split, so related sequences never straddle training and held-out data.
+
+    Each group belongs to the class most of its members carry. Within each class the groups
+    are shuffled with the seed and taken for test until that class's test share reaches
+    round(n·test_fraction) sequences, then for validation likewise; the rest train. The
+    shares are therefore approximate, by whole groups.
+
+    Args:
+        labels: Class label of each sequence.
+        groups: Group of each sequence.
+        val_fraction: Share of each class for validation.
+        test_fraction: Share of each class for the test set.
+        seed: Random seed.
+
+    Returns:
+        The split name of each sequence.
+    """
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    groups_of_class: dict[str, list[str]] = {}
+    for group in sorted(members):
+        group_labels = [labels[i] for i in members[group]]
+        majority = max(sorted(set(group_labels)), key=group_labels.count)
+        groups_of_class.setdefault(majority, []).append(group)
+    split_of_group: dict[str, str] = {}
+    for label in sorted(groups_of_class):
+        class_groups = [groups_of_class[label][i]
+                        for i in rng.permutation(len(groups_of_class[label]))]
+        size = sum(len(members[g]) for g in class_groups)
+        targets = (("test", round(size * test_fraction)), ("val", round(size * val_fraction)))
+        position = 0
+        for split, target in targets:
+            taken = 0
+            # Keep at least one group for training.
+            while taken < target and position < len(class_groups) - 1:
+                split_of_group[class_groups[position]] = split
+                taken += len(members[class_groups[position]])
+                position += 1
+        for group in class_groups[position:]:
+            split_of_group[group] = "train"
+    return [split_of_group[group] for group in groups]
+
+
 def write_split(path: Path, names, sources, labels, splits) -> None:
     """Write ``split.tsv``: one row per sequence, in input order."""
     with open(path, "w", newline="") as handle:

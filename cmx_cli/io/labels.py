@@ -119,6 +119,26 @@ def read_label_table(path: PathLike) -> dict[str, str]:
     return table
 
 
+def check_regex(regex: str, option: str) -> None:
+    """Raise a CmxError naming ``option`` when ``regex`` does not compile."""
+    try:
+        re.compile(regex)
+    except re.error as error:
+        raise CmxError(
+            f"{option} {regex!r} is not a valid regular expression ({error})",
+            "use Python regex syntax with one capturing group, e.g. 'genus=(\\w+)'",
+        ) from error
+
+
+def header_field(regex: str, description: str) -> Optional[str]:
+    """The first capturing group of ``regex`` in a header line (the whole match without
+    groups), or None when it does not match or matches nothing."""
+    match = re.search(regex, description)
+    if not match:
+        return None
+    value = match.group(1) if match.re.groups else match.group(0)
+    return value or None
+
 @dataclass(frozen=True)
 class LabelRule:
     """How to find the label of a record (see the module docstring for the order).
@@ -142,13 +162,7 @@ class LabelRule:
             CmxError: The regex does not compile, or the table is malformed.
         """
         if regex is not None:
-            try:
-                re.compile(regex)
-            except re.error as error:
-                raise CmxError(
-                    f"--label-regex {regex!r} is not a valid regular expression ({error})",
-                    "use Python regex syntax with one capturing group, e.g. 'genus=(\\w+)'",
-                ) from error
+            check_regex(regex, "--label-regex")
         table = read_label_table(table_path) if table_path is not None else None
         return cls(regex=regex, table=table)
 
@@ -159,10 +173,9 @@ class LabelRule:
         if self.table is not None and record_name in self.table:
             return self.table[record_name]
         if self.regex is not None:
-            match = re.search(self.regex, description)
-            if match:
-                label = match.group(1) if match.re.groups else match.group(0)
-                return label or None
+            label = header_field(self.regex, description)
+            if label is not None:
+                return label
         if self.regex is None and self.table is None:
             return stem_label(source.path)
         return None
@@ -185,6 +198,8 @@ class LabelledSequences:
     labels: list[str] = field(default_factory=list)
     tokens: list[np.ndarray] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: Whole header lines; empty when the set was built without them.
+    descriptions: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -195,12 +210,14 @@ class LabelledSequences:
         self.labels += other.labels
         self.tokens += other.tokens
         self.sources += other.sources
+        self.descriptions += other.descriptions
 
     def subset(self, indices: Sequence[int]) -> "LabelledSequences":
         """The records at ``indices``, in that order."""
         return LabelledSequences(
             [self.names[i] for i in indices], [self.labels[i] for i in indices],
-            [self.tokens[i] for i in indices], [self.sources[i] for i in indices])
+            [self.tokens[i] for i in indices], [self.sources[i] for i in indices],
+            [self.descriptions[i] for i in indices] if self.descriptions else [])
 
 
 def load_labelled(
@@ -242,6 +259,7 @@ def load_labelled(
             result.labels.append(label)
             result.tokens.append(record.tokens)
             result.sources.append(str(source.path))
+            result.descriptions.append(record.description)
         if missing:
             warnings.append(
                 f"{source.path}: {missing} of {total} records have no label "

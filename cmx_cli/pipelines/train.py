@@ -17,9 +17,22 @@ import torch
 from cmx_cli import __version__
 from cmx_cli.console import Reporter
 from cmx_cli.data.dedup import drop_duplicates
-from cmx_cli.data.split import SPLITS, read_split, stratified_split, write_split
+from cmx_cli.data.split import (
+    SPLITS,
+    read_split,
+    stratified_group_split,
+    stratified_split,
+    write_split,
+)
 from cmx_cli.errors import CmxError
-from cmx_cli.io.labels import LabelledSequences, LabelRule, load_labelled, parse_fasta_argument
+from cmx_cli.io.labels import (
+    LabelledSequences,
+    LabelRule,
+    check_regex,
+    header_field,
+    load_labelled,
+    parse_fasta_argument,
+)
 from cmx_cli.kmer_baseline import KmerBaseline
 from cmx_cli.metrics import classification_metrics, length_table, metrics_by_length, metrics_table
 from cmx_cli.runtime import resolve_device, resolve_precision, seeded
@@ -49,6 +62,7 @@ class TrainConfig:
     out: str
     label_regex: Optional[str] = None
     labels_table: Optional[str] = None
+    group_regex: Optional[str] = None
     val_fasta: tuple = ()
     test_fasta: tuple = ()
     val_fraction: float = 0.1
@@ -126,6 +140,8 @@ def load_dataset(config: TrainConfig, reporter: Reporter) -> _Dataset:
             training never sees.
     """
     rule = LabelRule.build(config.label_regex, config.labels_table)
+    if config.group_regex:
+        check_regex(config.group_regex, "--group-regex")
     pool = _load(config.fasta, rule, reporter)
     held_out = {
         "val": _load(config.val_fasta, rule, reporter) if config.val_fasta else None,
@@ -145,12 +161,18 @@ def load_dataset(config: TrainConfig, reporter: Reporter) -> _Dataset:
         combined = combined.subset(keep)
         splits = [splits[i] for i in keep]
     pool_members = [i for i, s in enumerate(splits) if s == "pool"]
-    pool_splits = stratified_split(
-        [combined.labels[i] for i in pool_members],
-        0.0 if config.val_fasta else config.val_fraction,
-        0.0 if config.test_fasta else config.test_fraction,
-        config.training.seed,
-    )
+    pool_labels = [combined.labels[i] for i in pool_members]
+    val_fraction = 0.0 if config.val_fasta else config.val_fraction
+    test_fraction = 0.0 if config.test_fasta else config.test_fraction
+    if config.group_regex:
+        # A record whose header has no group is a group of its own.
+        groups = [header_field(config.group_regex, combined.descriptions[i]) or
+                  f"{combined.sources[i]}:{combined.names[i]}" for i in pool_members]
+        pool_splits = stratified_group_split(pool_labels, groups, val_fraction, test_fraction,
+                                             config.training.seed)
+    else:
+        pool_splits = stratified_split(pool_labels, val_fraction, test_fraction,
+                                       config.training.seed)
     for member, split in zip(pool_members, pool_splits):
         splits[member] = split
     train_classes = sorted({label for label, s in zip(combined.labels, splits) if s == "train"})
