@@ -228,3 +228,14 @@ def test_pretrain_resumes_after_an_interruption(data_dir, tmp_path):
     metrics = json.loads((tmp_path / "pre" / "metrics.json").read_text())
     assert metrics["training"]["epochs_completed"] == 2
     assert pretrain.read_config(tmp_path / "pre") == config
+
+
+def test_damaged_pretrained_checkpoint_is_a_user_error(pretrained, data_dir, tmp_path):
+    from cmx_cli.training.checkpoint import Checkpoint, save_checkpoint
+
+    out, _ = pretrained
+    good = load_checkpoint(out, "mlm")
+    damaged = {key: value for key, value in good.state_dict.items() if not key.startswith("decoder.")}
+    save_checkpoint(Checkpoint("mlm", good.model_config, damaged, extra=good.extra), tmp_path / "model.pt")
+    with pytest.raises(CmxError, match="weights do not fit.*Hint:"):
+        evaluate.run(evaluate.EvaluateConfig(model=str(tmp_path), fasta=str(data_dir / "pretrain_lambda.fa")))

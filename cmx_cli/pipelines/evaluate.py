@@ -18,8 +18,13 @@ from cmx_cli.mlm_metrics import mlm_table
 from cmx_cli.pipelines.pretrain import load_baselines
 from cmx_cli.runtime import resolve_device, resolve_precision
 from cmx_cli.training.checkpoint import load_checkpoint, resolve_checkpoint_path
-from cmx_cli.training.masked_bases import KIND, MaskingSettings, evaluate_masked, mask_all
-from models import MaskedAutoencoder, MaskedAutoencoderConfig
+from cmx_cli.training.masked_bases import (
+    KIND,
+    MaskingSettings,
+    build_autoencoder,
+    evaluate_masked,
+    mask_all,
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,7 @@ def run(config: EvaluateConfig) -> dict:
         are on MASK-token positions.
     """
     checkpoint = load_checkpoint(config.model, KIND)
-    model = MaskedAutoencoder(MaskedAutoencoderConfig.from_dict(checkpoint.model_config))
-    model.load_state_dict(checkpoint.state_dict)
+    model = build_autoencoder(checkpoint)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     model.to(device)

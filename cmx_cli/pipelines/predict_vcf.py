@@ -19,10 +19,10 @@ from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.runtime import resolve_device, resolve_precision
 from cmx_cli.training.checkpoint import load_checkpoint
 from cmx_cli.training.masked_bases import KIND as MLM_KIND
+from cmx_cli.training.masked_bases import build_autoencoder
 from cmx_cli.training.zero_shot import ZeroShotScorer
 from cmx_cli.variants.alleles import is_snv
 from cmx_cli.variants.vcf_io import ScoreSummary, preflight, score_variants
-from models import MaskedAutoencoder, MaskedAutoencoderConfig
 
 ZERO_SHOT_DESCRIPTION = (
     "cmx zero-shot score: log P(alt) - log P(ref) in nats at the masked variant position, "
@@ -71,8 +71,7 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
         raise CmxError(
             f"{checkpoint.path}: a {checkpoint.kind} model cannot score variants",
             "use a `cmx pretrain` run for zero-shot SNV scores.")
-    model = MaskedAutoencoder(MaskedAutoencoderConfig.from_dict(checkpoint.model_config))
-    model.load_state_dict(checkpoint.state_dict)
+    model = build_autoencoder(checkpoint)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     model.to(device)

@@ -145,3 +145,33 @@ def load_checkpoint(
             "check which run directory you passed to --model.",
         )
     return checkpoint
+
+
+def build_model(checkpoint: Checkpoint, config_type, model_type):
+    """Rebuild a network from its checkpoint's stored config and load its weights.
+
+    Args:
+        checkpoint: A loaded checkpoint.
+        config_type: The config dataclass, with ``from_dict``.
+        model_type: The network class, built from that config.
+
+    Raises:
+        CmxError: When the stored config cannot be built or the weights do not fit it.
+    """
+    try:
+        config = config_type.from_dict(checkpoint.model_config)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CmxError(
+            f"{checkpoint.path}: the stored model config is not one this cmx can build ({error})",
+            "use the cmx version that wrote it, or retrain.",
+        ) from error
+    model = model_type(config)
+    try:
+        model.load_state_dict(checkpoint.state_dict)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise CmxError(
+            f"{checkpoint.path}: the weights do not fit the stored model config ({first_line})",
+            "the checkpoint is damaged or was edited; retrain or use another run.",
+        ) from error
+    return model

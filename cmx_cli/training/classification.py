@@ -12,8 +12,8 @@ from cmx_cli.alphabet import reverse_complement
 from cmx_cli.data.batching import make_batches, pack
 from cmx_cli.errors import CmxError
 from cmx_cli.metrics import classification_metrics
-from cmx_cli.runtime import autocast
-from cmx_cli.training.checkpoint import Checkpoint
+from cmx_cli.training.checkpoint import Checkpoint, build_model
+from cmx_cli.training.inference import batched_outputs
 from models import ClassifierConfig, SequenceClassifier
 
 KIND = "classifier"
@@ -91,7 +91,6 @@ class ClassificationTask:
                 "accuracy": metrics["accuracy"]}
 
 
-@torch.no_grad()
 def predict_probabilities(
     model: nn.Module,
     sequences: Sequence[np.ndarray],
@@ -113,26 +112,19 @@ def predict_probabilities(
     Returns:
         (N, C) float64 probabilities.
     """
-    was_training = model.training
-    model.eval()
     probabilities = _strand_probabilities(model, sequences, max_tokens, device, precision)
     if average_strands:
         reverse = [reverse_complement(sequence) for sequence in sequences]
         probabilities = 0.5 * (
             probabilities + _strand_probabilities(model, reverse, max_tokens, device, precision)
         )
-    model.train(was_training)
     return probabilities
 
 
 def _strand_probabilities(model, sequences, max_tokens, device, precision) -> np.ndarray:
-    n_classes = model.config.n_classes
-    output = np.zeros((len(sequences), n_classes), dtype=np.float64)
-    for batch in make_batches([len(sequence) for sequence in sequences], max_tokens):
-        tokens, offsets = pack([sequences[index] for index in batch])
-        with autocast(device, precision):
-            logits = model(tokens.to(device), offsets.to(device))
-        output[batch] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    output = np.zeros((len(sequences), model.config.n_classes), dtype=np.float64)
+    for batch, _, logits in batched_outputs(model, sequences, max_tokens, device, precision):
+        output[batch] = torch.softmax(logits, dim=1).numpy()
     return output
 
 
@@ -140,27 +132,12 @@ def build_classifier(checkpoint: Checkpoint) -> SequenceClassifier:
     """Rebuild a classifier from its checkpoint's config and load its weights.
 
     Raises:
-        CmxError: When the weights do not fit the stored config.
+        CmxError: When the config or weights do not fit, or the labels do not match the outputs.
     """
-    try:
-        config = ClassifierConfig.from_dict(checkpoint.model_config)
-    except (ValueError, KeyError, TypeError) as error:
+    model = build_model(checkpoint, ClassifierConfig, SequenceClassifier)
+    if len(checkpoint.labels) != model.config.n_classes:
         raise CmxError(
-            f"{checkpoint.path}: the stored model config is not one this cmx can build ({error})",
-            "use the cmx version that wrote it, or retrain.",
-        ) from error
-    model = SequenceClassifier(config)
-    try:
-        model.load_state_dict(checkpoint.state_dict)
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise CmxError(
-            f"{checkpoint.path}: the weights do not fit the stored model config ({first_line})",
-            "the checkpoint is damaged or was edited; retrain or use another run.",
-        ) from error
-    if len(checkpoint.labels) != config.n_classes:
-        raise CmxError(
-            f"{checkpoint.path}: {len(checkpoint.labels)} labels for {config.n_classes} outputs",
+            f"{checkpoint.path}: {len(checkpoint.labels)} labels for {model.config.n_classes} outputs",
             "the checkpoint is damaged; retrain or use another run.",
         )
     return model

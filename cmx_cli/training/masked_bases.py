@@ -19,7 +19,9 @@ from cmx_cli.data.batching import make_batches, pack
 from cmx_cli.data.masking import MaskedSequence, mask_tokens, weights
 from cmx_cli.data.segments import PretrainSequence
 from cmx_cli.mlm_metrics import MlmMetrics
-from cmx_cli.runtime import autocast
+from cmx_cli.training.checkpoint import build_model
+from cmx_cli.training.inference import batched_outputs
+from models import MaskedAutoencoder, MaskedAutoencoderConfig
 
 KIND = "mlm"
 IGNORE = -100
@@ -127,25 +129,22 @@ class MaskedBaseTask:
                 "accuracy": result["accuracy"]}
 
 
-@torch.no_grad()
 def predict_log_probabilities(
     model: nn.Module, inputs: Sequence[np.ndarray], max_tokens: int, device: torch.device,
     precision: str,
 ) -> list[np.ndarray]:
     """Natural-log base probabilities (L, 4) for each corrupted input, in input order."""
-    was_training = model.training
-    model.eval()
     output: list[Optional[np.ndarray]] = [None] * len(inputs)
-    for batch in make_batches([len(x) for x in inputs], max_tokens):
-        tokens, offsets = pack([inputs[i] for i in batch])
-        with autocast(device, precision):
-            logits = model(tokens.to(device), offsets.to(device))
-        log_probabilities = torch.log_softmax(logits.float(), dim=1).cpu().numpy()
-        bounds = offsets.tolist()
+    for batch, bounds, logits in batched_outputs(model, inputs, max_tokens, device, precision):
+        log_probabilities = torch.log_softmax(logits, dim=1).numpy()
         for member, start, end in zip(batch, bounds[:-1], bounds[1:]):
             output[member] = log_probabilities[start:end]
-    model.train(was_training)
     return output  # type: ignore[return-value]
+
+
+def build_autoencoder(checkpoint) -> MaskedAutoencoder:
+    """Rebuild a pretrained encoder-decoder from its checkpoint (CmxError if it does not fit)."""
+    return build_model(checkpoint, MaskedAutoencoderConfig, MaskedAutoencoder)
 
 
 def evaluate_masked(
