@@ -89,9 +89,6 @@ class _SilentProgress:
     def advance(self, steps: int = 1, status: str = "") -> None:  # noqa: D102
         return None
 
-    def describe(self, description: str) -> None:  # noqa: D102
-        return None
-
 
 class _LiveProgress:
     def __init__(self, bar: Progress, task) -> None:
@@ -100,7 +97,3 @@ class _LiveProgress:
     def advance(self, steps: int = 1, status: str = "") -> None:
         """Move the bar and update the status text (loss, tokens/s)."""
         self.bar.update(self.task, advance=steps, status=status)
-
-    def describe(self, description: str) -> None:
-        """Change the label (e.g. the epoch)."""
-        self.bar.update(self.task, description=description)
