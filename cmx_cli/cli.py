@@ -279,6 +279,123 @@ def pretrain(ctx: click.Context, **options) -> None:
     pipeline.run(config, reporter)
 
 
+def _contig_list(ctx, param, values) -> tuple:
+    """Comma-separated and repeated contig names, as one tuple."""
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+@cli.command()
+@click.option("--vcf", type=click.Path(exists=True, dir_okay=False),
+              help="Labelled variants: VCF, bgzipped VCF or BCF.")
+@click.option("--reference", "-r", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The reference FASTA (plain or bgzip) the variants were called against.")
+@click.option("--label-field", metavar="KEY",
+              help="INFO field with each variant's label: 1/0, true/false, yes/no, or a Flag.")
+@click.option("--labels", "labels_table", type=click.Path(exists=True, dir_okay=False),
+              help="TSV of chrom, pos, ref, alt, label and an optional group; with --vcf it "
+                   "labels the VCF's alleles, without it the rows are the variants.")
+@click.option("--group-field", metavar="KEY",
+              help="INFO field with each variant's group (e.g. tissue): one output per group.")
+@click.option("--region", "regions", multiple=True, metavar="CHROM[:START-END]",
+              help="Read only this region of the VCF (needs an index); repeatable.")
+@click.option("--contig-map", type=click.Path(exists=True, dir_okay=False),
+              help="TSV of VCF contig name and FASTA contig name (chr1/1 and chrM/MT are automatic).")
+@click.option("--ref-mismatch", type=click.Choice(["error", "warn", "skip"]), default="skip",
+              show_default=True, help="What to do when REF disagrees with the FASTA.")
+@click.option("--window", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Window around each variant, in bp; predict uses the same by default.")
+@click.option("--val-contigs", multiple=True, callback=_contig_list, metavar="NAMES",
+              help="Contigs held out for validation (comma-separated or repeated). Holding "
+                   "out whole chromosomes is the right protocol for a genome.")
+@click.option("--test-contigs", multiple=True, callback=_contig_list, metavar="NAMES",
+              help="Contigs held out for the final test (comma-separated or repeated).")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Without --val-contigs: share held out for validation, by window-sized blocks.")
+@click.option("--test-fraction", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Without --test-contigs: share held out for the test, by window-sized blocks.")
+@click.option("--init", type=click.Path(exists=True),
+              help="Start the encoder from a `cmx pretrain` run; it fixes the encoder's shape.")
+@click.option("--freeze-encoder", is_flag=True,
+              help="With --init: train only the classifier (and the variant marker).")
+@click.option("--site-features/--no-site-features", default=True, show_default=True,
+              help="Give the classifier the encoder's features at the variant's own position.")
+@click.option("--marker/--no-marker", default=True, show_default=True,
+              help="Mark the variant's position in the encoder's input.")
+@click.option("--rc/--no-rc", default=True, show_default=True,
+              help="Read a random half of each training batch on the reverse strand.")
+@click.option("--max-len", type=click.IntRange(min=1),
+              help="Without --init: longest window the encoder is sized for. [default: the longest window]")
+@click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Without --init: encoder channels per track.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Without --init: hidden width of each encoder block's MLP.")
+@click.option("--head-hidden", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Hidden width of the classifier on the pooled features.")
+@click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Without --init: dropout inside each encoder block's MLP.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=32768, show_default=True,
+              help="Token budget per batch; a variant takes both its windows.")
+@click.option("--flank", type=click.IntRange(0, 50), default=5, show_default=True,
+              help="Flank of the logistic-regression baseline reported beside the model, in bp.")
+@training_options
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory for checkpoints, config, split, metrics and log.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint, with its saved config.")
+@device_option
+@precision_option
+@quiet_option
+@click.pass_context
+def finetune(ctx: click.Context, **options) -> None:
+    """Train a variant classifier on labelled variants and a reference genome.
+
+    A siamese ChordMixer reads the REF and ALT windows around each variant; a small
+    classifier scores the pair. The held-out variants are scored beside a logistic
+    regression on REF, ALT and ±5 bp of flank. Score new variants with
+    `cmx predict calls.vcf.gz --reference ref.fa --model RUN`.
+
+    Example: cmx finetune --vcf train.vcf.gz --reference ref.fa --label-field LABEL
+    --init pre/ --test-contigs chr04 --out ft/
+    """
+    from cmx_cli.pipelines import finetune as pipeline
+
+    reporter = Reporter(options["quiet"])
+    if options["resume"]:
+        pipeline.run(resumed_config(ctx, options, pipeline), reporter, resume=True)
+        return
+    if (options["label_field"] is None) == (options["labels_table"] is None):
+        raise click.UsageError("give the labels with one of --label-field KEY (with --vcf) "
+                               "and --labels TABLE")
+    if options["label_field"] and not options["vcf"]:
+        raise click.UsageError("--label-field reads the labels from --vcf; give --vcf too")
+    if (options["group_field"] or options["regions"]) and not options["vcf"]:
+        raise click.UsageError("--group-field and --region read --vcf; give --vcf too")
+    if options["freeze_encoder"] and not options["init"]:
+        raise click.UsageError("--freeze-encoder needs --init PRETRAIN_RUN")
+    if options["init"]:
+        shape = [name for name in ("max_len", "track_size", "hidden_size", "dropout")
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if shape:
+            raise click.UsageError(
+                f"--init takes the encoder's shape from the pretrained run; drop "
+                f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
+    config = pipeline.FinetuneConfig(
+        reference=options["reference"], out=str(options["out"]), vcf=options["vcf"],
+        label_field=options["label_field"], labels_table=options["labels_table"],
+        group_field=options["group_field"], regions=tuple(options["regions"]),
+        contig_map=options["contig_map"], ref_mismatch=options["ref_mismatch"],
+        window=options["window"], val_contigs=options["val_contigs"],
+        test_contigs=options["test_contigs"], val_fraction=options["val_fraction"],
+        test_fraction=options["test_fraction"], init=options["init"],
+        freeze_encoder=options["freeze_encoder"], site_features=options["site_features"],
+        marker=options["marker"], reverse_complement=options["rc"], max_len=options["max_len"],
+        track_size=options["track_size"], hidden_size=options["hidden_size"],
+        head_hidden=options["head_hidden"], dropout=options["dropout"],
+        max_tokens=options["max_tokens"], flank=options["flank"], device=options["device"],
+        precision=options["precision"], training=training_settings(options))
+    pipeline.run(config, reporter)
+
+
 @cli.command()
 @click.option("--model", "-m", required=True, type=click.Path(exists=True),
               help="Run directory of `cmx pretrain`.")
@@ -312,11 +429,14 @@ def evaluate(**options) -> None:
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "-m", required=True, type=click.Path(exists=True),
-              help="Run directory of `cmx train` (FASTA) or `cmx pretrain` (VCF), or its model.pt.")
+              help="Run directory (or its model.pt): `cmx train` for FASTA; `cmx finetune` or "
+                   "`cmx pretrain` for VCF.")
 @click.option("--output", "-o", default="-", show_default=True,
               help="Output file; - writes to standard output. For VCF: .vcf.gz is bgzipped and "
                    "indexed, .bcf is BCF, anything else plain VCF.")
-@click.option("--rc", is_flag=True, help="FASTA: average the forward and reverse-complement predictions.")
+@click.option("--rc", is_flag=True,
+              help="Average the forward and reverse-complement predictions (zero-shot VCF "
+                   "scores always do).")
 @click.option("--label-regex", metavar="REGEX",
               help="FASTA: read true labels from the header line and print metrics.")
 @click.option("--labels", "labels_table", type=click.Path(exists=True, dir_okay=False),
@@ -325,8 +445,9 @@ def evaluate(**options) -> None:
               help="VCF: the reference FASTA (plain or bgzip) the variants were called against.")
 @click.option("--region", "regions", multiple=True, metavar="CHROM[:START-END]",
               help="VCF: score only this region (needs an index); repeat it to shard a large VCF.")
-@click.option("--window", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="VCF: window around each variant, in bp.")
+@click.option("--window", type=click.IntRange(min=1),
+              help="VCF: window around each variant, in bp. [default: the window a `cmx "
+                   "finetune` model was trained with, else 1000]")
 @click.option("--ref-mismatch", type=click.Choice(["error", "warn", "skip"]), default="skip",
               show_default=True,
               help="VCF: what to do when REF disagrees with the FASTA (warn still scores).")
@@ -336,27 +457,38 @@ def evaluate(**options) -> None:
               help="VCF: write one record per ALT allele, as `bcftools norm -m-` does.")
 @click.option("--info-id", default="CMX", show_default=True, help="VCF: INFO field for the scores.")
 @click.option("--tsv", is_flag=True, help="VCF: write chrom pos id ref alt score rows instead of a VCF.")
+@click.option("--group-field", metavar="KEY",
+              help="VCF, grouped models: INFO field with each record's group. [default: the "
+                   "one the model was trained with]")
+@click.option("--group", metavar="NAME",
+              help="VCF, grouped models: score every record for this group.")
 @max_tokens_option
 @device_option
 @precision_option
 @quiet_option
 def predict(input_path: str, model: str, output: str, rc: bool, label_regex, labels_table,
             reference, regions, window, ref_mismatch, contig_map, split_multiallelic, info_id,
-            tsv, max_tokens: int, device: str, precision: str, quiet: bool) -> None:
+            tsv, group_field, group, max_tokens: int, device: str, precision: str,
+            quiet: bool) -> None:
     """Predict class probabilities for a FASTA, or score every ALT allele of a VCF/BCF.
 
-    FASTA: a TSV with name, length, predicted and one p_<label> column per class, in input
-    order, streamed so memory stays flat. VCF/BCF (with --reference): every record kept,
-    with a score per ALT allele in INFO/CMX, or a TSV with --tsv.
+    FASTA (a `cmx train` model): a TSV with name, length, predicted and one p_<label>
+    column per class, in input order, streamed so memory stays flat.
+
+    VCF/BCF (with --reference): every record kept, with a score per ALT allele in
+    INFO/CMX, or a TSV with --tsv. A `cmx finetune` model gives the probability of label
+    1; a `cmx pretrain` model gives zero-shot SNV scores.
 
     Example: cmx predict genes.fa --model run/ -o predictions.tsv
+
+    Example: cmx predict calls.vcf.gz --reference ref.fa --model ft/ -o scored.vcf.gz
     """
     is_vcf = input_path.lower().endswith(VCF_SUFFIXES)
     if is_vcf:
         if reference is None:
             raise click.UsageError("scoring a VCF needs --reference genome.fa")
-        if rc or label_regex or labels_table:
-            raise click.UsageError("--rc, --label-regex and --labels are for FASTA input")
+        if label_regex or labels_table:
+            raise click.UsageError("--label-regex and --labels are for FASTA input")
         from cmx_cli.pipelines import predict_vcf
 
         predict_vcf.run(
@@ -364,13 +496,15 @@ def predict(input_path: str, model: str, output: str, rc: bool, label_regex, lab
                 vcf=input_path, reference=reference, model=model, output=output, tsv=tsv,
                 regions=tuple(regions), window=window, ref_mismatch=ref_mismatch,
                 contig_map=contig_map, split_multiallelic=split_multiallelic, info_id=info_id,
-                max_tokens=max_tokens, device=device, precision=precision,
+                average_strands=rc, group_field=group_field, group=group, max_tokens=max_tokens, device=device, precision=precision,
                 command=" ".join(["cmx"] + [shlex.quote(a) for a in sys.argv[1:]])),
             Reporter(quiet))
         return
-    if reference or regions or tsv or contig_map or split_multiallelic:
-        raise click.UsageError("--reference, --region, --tsv, --contig-map and "
-                               "--split-multiallelic are for VCF/BCF input")
+    if (reference or regions or tsv or contig_map or split_multiallelic or window or group_field
+            or group):
+        raise click.UsageError("--reference, --region, --window, --tsv, --contig-map, "
+                               "--split-multiallelic, --group-field and --group are for VCF/BCF "
+                               "input")
     from cmx_cli.pipelines import predict_fasta
 
     predict_fasta.run(

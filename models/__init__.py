@@ -8,6 +8,7 @@ from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
 from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
 from models.mlm import MaskedAutoencoder, MaskedAutoencoderConfig
 from models.rotate import RotationPlan, rotate_reference, rotation_source_rows
+from models.variant import VariantClassifier, VariantClassifierConfig
 
 __all__ = [
     "ChordMixer",
@@ -18,6 +19,8 @@ __all__ = [
     "MaskedAutoencoderConfig",
     "RotationPlan",
     "SequenceClassifier",
+    "VariantClassifier",
+    "VariantClassifierConfig",
     "blocks_for_length",
     "ceil_log2",
     "mean_pool",

@@ -7,6 +7,8 @@ not depend on its batch companions.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -65,7 +67,8 @@ class ChordMixer(nn.Module):
         """Blocks each sequence passes: ⌈log2 L⌉ (≥ 1), capped at the network's depth."""
         return [min(blocks_for_length(length), self.config.n_blocks) for length in lengths]
 
-    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor,
+                added: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Encode a packed batch.
 
         Args:
@@ -73,6 +76,8 @@ class ChordMixer(nn.Module):
                 when the network has no embedding.
             offsets: (B+1,) int64 boundaries; sequence b is tokens[offsets[b]:offsets[b+1]].
                 Every sequence has length ≥ 1.
+            added: Optional (T, d) features added to the embedded input (e.g. a marker of
+                where a variant is).
 
         Returns:
             (T, d) per-position features.
@@ -82,6 +87,8 @@ class ChordMixer(nn.Module):
         depths = self.blocks_per_sequence(lengths)
         plan = RotationPlan.build(offsets, self.config.n_tracks, self.config.track_size)
         x = tokens if self.embedding is None else self.embedding(tokens)  # (T, d)
+        if added is not None:
+            x = x + added
         shallowest, deepest = min(depths), max(depths)
         token_depth = None
         if shallowest < deepest:

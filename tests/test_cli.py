@@ -21,7 +21,7 @@ def test_version():
     assert __version__ in result.output
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "demo"])
+@pytest.mark.parametrize("command", ["train", "pretrain", "finetune", "evaluate", "predict", "demo"])
 def test_help_ends_with_an_example(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0

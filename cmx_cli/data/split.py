@@ -104,6 +104,28 @@ def stratified_group_split(
     return [split_of_group[group] for group in groups]
 
 
+def contig_split(
+    contigs: Sequence[str], val_contigs: Sequence[str], test_contigs: Sequence[str]
+) -> list[str]:
+    """Hold out whole contigs: the protocol for variants on a genome, where neighbouring
+    variants share their context and a random split would leak it.
+
+    Args:
+        contigs: The contig of each item.
+        val_contigs: Contigs for validation.
+        test_contigs: Contigs for the test set.
+
+    Returns:
+        The split name of each item (``train`` for every other contig).
+    """
+    overlap = sorted(set(val_contigs) & set(test_contigs))
+    if overlap:
+        raise CmxError(f"contigs {', '.join(overlap)} are both validation and test contigs",
+                       "give each held-out contig to one of --val-contigs and --test-contigs")
+    split_of = {**{name: "val" for name in val_contigs}, **{name: "test" for name in test_contigs}}
+    return [split_of.get(contig, "train") for contig in contigs]
+
+
 def write_split(path: Path, names, sources, labels, splits) -> None:
     """Write ``split.tsv``: one row per sequence, in input order."""
     with open(path, "w", newline="") as handle:

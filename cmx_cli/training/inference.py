@@ -1,6 +1,7 @@
 """Inference over many sequences: length buckets, packed batches, input order restored."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -9,6 +10,17 @@ from torch import nn
 
 from cmx_cli.data.batching import make_batches, pack
 from cmx_cli.runtime import autocast
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then restore its train/eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -29,13 +41,9 @@ def batched_outputs(
         The indices of a batch's sequences, its offsets as a list, and the model's output as
         float32 on the CPU. The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for batch in make_batches([len(sequence) for sequence in sequences], max_tokens):
             tokens, offsets = pack([sequences[index] for index in batch])
             with autocast(device, precision):
                 output = model(tokens.to(device), offsets.to(device))
             yield batch, offsets.tolist(), output.float().cpu()
-    finally:
-        model.train(was_training)

@@ -44,6 +44,7 @@ from cmx_cli.variants.writer import open_writer, output_kind
 
 Scorer = Callable[[list[AlleleWindow]], np.ndarray]
 Scorable = Callable[[AlleleWindow, str, str], Optional[str]]
+RecordContext = Callable[[Any], tuple[Any, Optional[str]]]
 
 DEFAULT_INFO_DESCRIPTION = "ChordMixer score of each ALT allele; . where not scored"
 _TBI_MAX_POSITION = 2**29 - 1  # TBI: min_shift 14 and 5 levels cover 2^29 bp
@@ -102,7 +103,8 @@ def score_variants(
     regions: Sequence[str] = (), window: int = 1000, ref_mismatch: str = "skip",
     split_multiallelic: bool = False, info_id: str = "CMX",
     info_description: str = DEFAULT_INFO_DESCRIPTION, header_lines: Sequence[str] = (),
-    tsv: bool = False, scorable: Optional[Scorable] = None, chunk_alleles: int = 4096,
+    tsv: bool = False, scorable: Optional[Scorable] = None,
+    record_context: Optional[RecordContext] = None, chunk_alleles: int = 4096,
     reporter: Optional[Reporter] = None, report: Optional[PreflightReport] = None,
 ) -> ScoreSummary:
     """Score every scorable ALT allele of a VCF; write the VCF (or a TSV) with the scores.
@@ -124,6 +126,9 @@ def score_variants(
         tsv: Write ``chrom pos id ref alt score`` rows, one per allele, instead of a VCF.
         scorable: Optional veto ``(window, ref, alt) -> reason or None`` for alleles that
             passed the checks (``"indel"`` for a model that scores SNVs only).
+        record_context: Optional ``record -> (context, reason)``: the context is stored in
+            the ``context`` of each of the record's windows (e.g. its group); a reason
+            instead leaves the record's alleles unscored under that reason (``no_group``).
         chunk_alleles: The most windows per ``scorer`` call (and records held at once).
         reporter: Shows progress, and the pre-flight table and warnings when this call
             runs the pre-flight itself.
@@ -191,12 +196,18 @@ def score_variants(
             built = [make_windows(reference, check.contig, record.pos, record.ref, status.alt,
                                   window) if status.scorable else None  # type: ignore[arg-type]
                      for status in check.alleles]
+            context, context_veto = (None, None)
+            if record_context is not None and any(item is not None for item in built):
+                context, context_veto = record_context(record)
             if pending and len(windows) + sum(item is not None for item in built) > chunk_alleles:
                 flush()
             statuses, slots = [], []
             for status, allele_window in zip(check.alleles, built):
                 veto = (scorable(allele_window, record.ref, status.alt)
                         if allele_window is not None and scorable is not None else None)
+                if allele_window is not None and not veto:
+                    veto = context_veto
+                    allele_window = replace(allele_window, context=context)
                 if veto:
                     status, allele_window = replace(status, reason=veto), None
                 if status.reason is not None:

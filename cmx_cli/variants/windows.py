@@ -29,7 +29,7 @@ The spans in :class:`AlleleWindow` give the allele's position inside each window
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,12 +58,15 @@ class AlleleWindow:
         ref_span: Half-open position of the REF allele inside ``ref_tokens``.
         alt_span: Half-open position of the ALT allele inside ``alt_tokens``; it starts where
             ``ref_span`` starts.
+        context: What a scorer needs to know about the variant beyond its windows (the
+            group index for a grouped variant classifier); None by default.
     """
 
     ref_tokens: np.ndarray
     alt_tokens: np.ndarray
     ref_span: tuple[int, int]
     alt_span: tuple[int, int]
+    context: Any = None
 
 
 def window_bounds(pos1: int, ref_length: int, window: int) -> tuple[int, int]:

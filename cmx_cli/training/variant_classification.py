@@ -1,0 +1,216 @@
+"""Variant classification: the task `cmx finetune` optimises and the scores `cmx predict` writes.
+
+A variant is an :class:`~cmx_cli.variants.windows.AlleleWindow` (its REF and ALT windows and
+the allele's span in each), a 0/1 label and a group index. A batch packs its B variants as
+2B sequences, the REF windows first, for :class:`models.VariantClassifier`. The score of a
+variant is the sigmoid of its group's output: the probability of label 1.
+
+Both strands: the reverse strand of a variant is the reverse complement of both windows,
+with the spans mirrored. Training flips a random half of each batch (``reverse_complement``);
+prediction can average the two strands.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmx_cli.alphabet import reverse_complement
+from cmx_cli.data.batching import make_batches
+from cmx_cli.errors import CmxError
+from cmx_cli.metrics import classification_metrics
+from cmx_cli.runtime import autocast
+from cmx_cli.training.checkpoint import Checkpoint, build_model
+from cmx_cli.training.inference import evaluating
+from cmx_cli.variants.windows import AlleleWindow
+from models import VariantClassifier, VariantClassifierConfig
+
+KIND = "variant-classifier"
+
+
+def pair_length(window: AlleleWindow) -> int:
+    """Tokens a variant takes in a batch: its REF and ALT windows."""
+    return len(window.ref_tokens) + len(window.alt_tokens)
+
+
+def _strand(tokens: np.ndarray, span: tuple[int, int], flip: bool):
+    if not flip:
+        return tokens, span
+    return reverse_complement(tokens), (len(tokens) - span[1], len(tokens) - span[0])
+
+
+def pack_pairs(windows: Sequence[AlleleWindow], flips: Sequence[bool]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack B variants as 2B sequences (REF windows, then ALT windows).
+
+    Args:
+        windows: The variants' windows.
+        flips: Per variant, whether to read its reverse strand.
+
+    Returns:
+        tokens (T,) int64, offsets (2B+1,) int64 and spans (2B, 2) int64, on the CPU.
+    """
+    ref = [_strand(w.ref_tokens, w.ref_span, flip) for w, flip in zip(windows, flips)]
+    alt = [_strand(w.alt_tokens, w.alt_span, flip) for w, flip in zip(windows, flips)]
+    sequences = [tokens for tokens, _ in ref + alt]
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = torch.from_numpy(np.concatenate(sequences).astype(np.int64))  # (T,)
+    spans = torch.tensor([span for _, span in ref + alt], dtype=torch.int64)  # (2B, 2)
+    return tokens, torch.from_numpy(offsets), spans
+
+
+def group_logits(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Each variant's logit from its group's output: (B, G), (B,) -> (B,)."""
+    return logits.gather(1, groups.to(logits.device)[:, None]).squeeze(1)
+
+
+class VariantTask:
+    """Binary cross-entropy on labelled variants; validation by ROC-AUC.
+
+    Args:
+        train_windows, train_labels, train_groups: The training variants, their 0/1 labels
+            and group indices.
+        val_windows, val_labels, val_groups: The validation variants (may be empty).
+        max_tokens: Token budget per batch (both windows of a variant count).
+        device: Where to compute.
+        precision: ``fp32`` or ``bf16``.
+        reverse_complement: Read a random half of each training batch on the reverse strand.
+    """
+
+    score_name = "ROC-AUC"
+    higher_is_better = True
+
+    def __init__(
+        self, train_windows: Sequence[AlleleWindow], train_labels: np.ndarray,
+        train_groups: np.ndarray, val_windows: Sequence[AlleleWindow], val_labels: np.ndarray,
+        val_groups: np.ndarray, max_tokens: int, device: torch.device, precision: str,
+        reverse_complement: bool = True,
+    ) -> None:
+        self.train_windows = train_windows
+        self.train_labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.float32)
+        self.train_groups = torch.as_tensor(np.asarray(train_groups), dtype=torch.int64)
+        self.train_lengths = [pair_length(window) for window in train_windows]
+        self.val_windows, self.val_labels = val_windows, np.asarray(val_labels)
+        self.val_groups = np.asarray(val_groups)
+        self.max_tokens, self.device, self.precision = max_tokens, device, precision
+        self.reverse_complement = reverse_complement
+
+    def epoch_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        """Shuffled token-budget batches of training indices."""
+        return make_batches(self.train_lengths, self.max_tokens, shuffle=True, rng=rng)
+
+    def batch_tokens(self, batch: list[int]) -> int:
+        """Tokens in a batch."""
+        return sum(self.train_lengths[index] for index in batch)
+
+    def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> torch.Tensor:
+        """Mean binary cross-entropy of one batch."""
+        # The loop seeds torch per epoch, so the strand draws replay exactly on --resume.
+        flips = ((torch.rand(len(batch)) < 0.5).tolist() if self.reverse_complement
+                 else [False] * len(batch))
+        tokens, offsets, spans = pack_pairs([self.train_windows[i] for i in batch], flips)
+        logits = model(tokens.to(device, non_blocking=True),
+                       offsets.to(device, non_blocking=True), spans.to(device))
+        chosen = group_logits(logits, self.train_groups[batch])
+        return F.binary_cross_entropy_with_logits(chosen.float(),
+                                                  self.train_labels[batch].to(device))
+
+    def validate(self, model: nn.Module) -> Optional[dict]:
+        """Validation loss, ROC-AUC and PR-AUC; the score is ROC-AUC (minus loss if undefined)."""
+        if len(self.val_windows) == 0:
+            return None
+        probabilities = predict_variant_probabilities(
+            model, self.val_windows, self.val_groups, self.max_tokens, self.device, self.precision)
+        metrics = binary_metrics(self.val_labels, probabilities)
+        clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
+        loss = float(-np.mean(self.val_labels * np.log(clipped)
+                              + (1 - self.val_labels) * np.log(1 - clipped)))
+        score = metrics["roc_auc"] if metrics["roc_auc"] is not None else -loss
+        return {"score": score, "loss": loss, "roc_auc": metrics["roc_auc"],
+                "pr_auc": metrics["pr_auc"]}
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """:func:`classification_metrics` of 0/1 labels and P(label 1)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return classification_metrics(np.asarray(labels, dtype=np.int64),
+                                  np.stack([1.0 - probabilities, probabilities], axis=1), 2)
+
+
+@torch.no_grad()
+def _strand_logits(model: nn.Module, windows: Sequence[AlleleWindow], groups: np.ndarray,
+                   max_tokens: int, device: torch.device, precision: str,
+                   flip: bool) -> Iterator[tuple[list[int], torch.Tensor]]:
+    lengths = [pair_length(window) for window in windows]
+    for batch in make_batches(lengths, max_tokens):
+        tokens, offsets, spans = pack_pairs([windows[i] for i in batch], [flip] * len(batch))
+        with autocast(device, precision):
+            logits = model(tokens.to(device), offsets.to(device), spans.to(device))
+        yield batch, group_logits(logits.float(), torch.as_tensor(groups[batch])).cpu()
+
+
+def predict_variant_probabilities(
+    model: nn.Module, windows: Sequence[AlleleWindow], groups: Sequence[int], max_tokens: int,
+    device: torch.device, precision: str, average_strands: bool = False,
+) -> np.ndarray:
+    """P(label 1) of each variant, in input order.
+
+    Args:
+        model: A :class:`models.VariantClassifier` on ``device``.
+        windows: The variants.
+        groups: The group index of each.
+        max_tokens: Token budget per batch.
+        device: Where to compute.
+        precision: ``fp32`` or ``bf16``.
+        average_strands: Average the probabilities of both strands.
+
+    Returns:
+        (N,) float64 probabilities.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    output = np.zeros(len(windows), dtype=np.float64)
+    strands = (False, True) if average_strands else (False,)
+    with evaluating(model):
+        for flip in strands:
+            for batch, logits in _strand_logits(model, windows, groups, max_tokens, device,
+                                                precision, flip):
+                output[batch] += torch.sigmoid(logits).double().numpy()
+    return output / len(strands)
+
+
+class VariantScorer:
+    """Callable for :func:`~cmx_cli.variants.vcf_io.score_variants`: P(label 1) per allele.
+
+    Each window's ``context`` holds its group index (0 for a model without groups).
+    """
+
+    def __init__(self, model: nn.Module, max_tokens: int, device: torch.device, precision: str,
+                 average_strands: bool = False) -> None:
+        self.model, self.max_tokens, self.device = model, max_tokens, device
+        self.precision, self.average_strands = precision, average_strands
+
+    def __call__(self, windows: Sequence[AlleleWindow]) -> np.ndarray:
+        """Scores of a chunk of windows."""
+        groups = [0 if window.context is None else int(window.context) for window in windows]
+        return predict_variant_probabilities(self.model, windows, groups, self.max_tokens,
+                                             self.device, self.precision, self.average_strands)
+
+
+def build_variant_classifier(checkpoint: Checkpoint) -> VariantClassifier:
+    """Rebuild a variant classifier from its checkpoint and check its group names.
+
+    Raises:
+        CmxError: When the config or weights do not fit, or the groups do not match the outputs.
+    """
+    model = build_model(checkpoint, VariantClassifierConfig, VariantClassifier)
+    groups = checkpoint.extra.get("groups", [])
+    if len(groups) != model.config.n_groups:
+        raise CmxError(
+            f"{checkpoint.path}: {len(groups)} group names for {model.config.n_groups} outputs",
+            "the checkpoint is damaged; retrain or use another run.")
+    return model

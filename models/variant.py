@@ -1,0 +1,164 @@
+"""The siamese variant classifier of `cmx finetune` (paper Appendix J, DESIGN.md "Variants").
+
+One ChordMixer encoder reads both windows of a variant, the reference (REF) window and the
+same region with the allele applied (ALT), with shared weights. A small MLP classifies the
+pair from:
+
+* pooled features: the mean over each window, combined as
+  [h_ref, h_alt, h_ref · h_alt, h_alt − h_ref];
+* site features (``site_features``): the same four combinations of the mean over the
+  allele's own positions (one position for an SNV, the allele's span for an indel). A mean
+  over a 1,000-base window dilutes a one-base difference; the site features do not;
+* an optional input marker (``marker``): a learned vector added to the embedding at the
+  allele's positions, so that every block knows where the variant is.
+
+With groups (e.g. tissues), the MLP has one output per group and the caller reads the one of
+each variant's group.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from models.chordmixer import ChordMixer
+from models.config import ChordMixerConfig
+from models.heads import mean_pool
+
+
+@dataclass(frozen=True)
+class VariantClassifierConfig:
+    """Shape of a siamese variant classifier.
+
+    Attributes:
+        trunk: The shared encoder.
+        n_groups: Outputs of the classifier, one per group (1 without groups).
+        site_features: Feed the features at the allele's positions to the classifier.
+        marker: Add a learned marker to the input embedding at the allele's positions.
+        head_hidden: Hidden width of the classifier MLP.
+        head_dropout: Dropout before the classifier's last layer.
+    """
+
+    trunk: ChordMixerConfig
+    n_groups: int = 1
+    site_features: bool = True
+    marker: bool = True
+    head_hidden: int = 128
+    head_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.n_groups < 1 or self.head_hidden < 1:
+            raise ValueError(f"n_groups and head_hidden must be positive: {self}")
+        if self.trunk.vocab_size == 0:
+            raise ValueError("the variant classifier's encoder reads tokens (vocab_size > 0)")
+
+    @property
+    def n_features(self) -> int:
+        """Width of the classifier's input."""
+        return 4 * self.trunk.d_model * (2 if self.site_features else 1)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict for checkpoints."""
+        return {"trunk": self.trunk.to_dict(), "n_groups": self.n_groups,
+                "site_features": self.site_features, "marker": self.marker,
+                "head_hidden": self.head_hidden, "head_dropout": self.head_dropout}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "VariantClassifierConfig":
+        """Rebuild from :meth:`to_dict` output."""
+        values = dict(values)
+        return cls(trunk=ChordMixerConfig.from_dict(values.pop("trunk")), **values)
+
+
+def span_mask(offsets: torch.Tensor, spans: torch.Tensor, total: int) -> torch.Tensor:
+    """Mark the positions of each sequence's span in a packed batch.
+
+    Args:
+        offsets: (B+1,) int64 sequence boundaries.
+        spans: (B, 2) int64 half-open spans, relative to each sequence's start.
+        total: T, the number of packed positions.
+
+    Returns:
+        (T,) bool, True inside a span.
+    """
+    lengths = offsets[1:] - offsets[:-1]  # (B,)
+    sequence_of_token = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=offsets.device), lengths, output_size=total)  # (T,)
+    relative = torch.arange(total, device=offsets.device) - offsets[:-1][sequence_of_token]
+    return (relative >= spans[sequence_of_token, 0]) & (relative < spans[sequence_of_token, 1])
+
+
+def span_mean(features: torch.Tensor, offsets: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Mean of each sequence's features over its marked positions (float32).
+
+    Args:
+        features: (T, d) packed features.
+        offsets: (B+1,) int64 boundaries.
+        inside: (T,) bool marks; every sequence has at least one.
+
+    Returns:
+        (B, d) float32 means.
+    """
+    lengths = offsets[1:] - offsets[:-1]
+    sequence_of_token = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=features.device), lengths,
+        output_size=features.shape[0])  # (T,)
+    sums = torch.zeros(lengths.numel(), features.shape[1], device=features.device,
+                       dtype=torch.float32)  # (B, d)
+    sums.index_add_(0, sequence_of_token[inside], features[inside].float())
+    counts = torch.zeros(lengths.numel(), device=features.device, dtype=torch.float32)
+    counts.index_add_(0, sequence_of_token[inside], torch.ones_like(sequence_of_token[inside],
+                                                                     dtype=torch.float32))
+    return sums / counts.clamp_min(1.0)[:, None]
+
+
+def _pair_features(ref: torch.Tensor, alt: torch.Tensor) -> torch.Tensor:
+    return torch.cat([ref, alt, ref * alt, alt - ref], dim=1)  # (B, 4d)
+
+
+class VariantClassifier(nn.Module):
+    """Logits per group for REF/ALT window pairs."""
+
+    def __init__(self, config: VariantClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = ChordMixer(config.trunk)
+        d_model = config.trunk.d_model
+        self.marker = nn.Parameter(torch.zeros(d_model)) if config.marker else None
+        self.head = nn.Sequential(
+            nn.LayerNorm(config.n_features),
+            nn.Linear(config.n_features, config.head_hidden),
+            nn.GELU(),
+            nn.Dropout(config.head_dropout),
+            nn.Linear(config.head_hidden, config.n_groups),
+        )
+
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor,
+                spans: torch.Tensor) -> torch.Tensor:
+        """Classify B variants packed as 2B sequences: the B REF windows, then the B ALT windows.
+
+        Args:
+            tokens: (T,) int64 tokens of the 2B windows.
+            offsets: (2B+1,) int64 boundaries.
+            spans: (2B, 2) int64 half-open allele spans inside each window.
+
+        Returns:
+            (B, n_groups) float32 logits.
+        """
+        offsets = offsets.to(device=tokens.device, dtype=torch.int64)
+        spans = spans.to(device=tokens.device, dtype=torch.int64)
+        inside = span_mask(offsets, spans, tokens.shape[0])  # (T,)
+        added = None
+        if self.marker is not None:
+            added = inside[:, None].to(self.marker.dtype) * self.marker  # (T, d)
+        features = self.trunk(tokens, offsets, added)  # (T, d)
+        pooled = mean_pool(features, offsets)  # (2B, d)
+        n_variants = pooled.shape[0] // 2
+        combined = _pair_features(pooled[:n_variants], pooled[n_variants:])
+        if self.config.site_features:
+            site = span_mean(features, offsets, inside)  # (2B, d)
+            combined = torch.cat(
+                [combined, _pair_features(site[:n_variants], site[n_variants:])], dim=1)
+        return self.head(combined).float()

@@ -1,0 +1,255 @@
+"""`cmx finetune` and `cmx predict` with its models: learning, splits, groups, resume, errors."""
+import csv
+import json
+
+import numpy as np
+import pysam
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cmx_cli.cli import cli
+from cmx_cli.console import Reporter
+from cmx_cli.errors import CmxError
+from cmx_cli.pipelines import finetune, predict_vcf
+from cmx_cli.training.loop import TrainingSettings
+from tests.helpers import check_user_error
+
+BASES = "ACGT"
+CONTIGS = ("c1", "c2", "c3")
+DISTANCE = 8  # the label depends on the base this far upstream: beyond the ±5 bp baseline
+
+
+def _write_genome(path, rng, length=6000):
+    sequences = {name: "".join(rng.choice(list(BASES), length)) for name in CONTIGS}
+    with open(path, "w") as handle:
+        for name, sequence in sequences.items():
+            handle.write(f">{name}\n")
+            handle.writelines(sequence[i:i + 60] + "\n" for i in range(0, length, 60))
+    return sequences
+
+
+def _write_vcf(path, sequences, rng, per_contig=300, groups=False):
+    """SNVs labelled 1 when the base DISTANCE bp upstream is G or C (flipped in group 'b')."""
+    lines = ["##fileformat=VCFv4.2",
+             '##INFO=<ID=LABEL,Number=1,Type=Integer,Description="label">',
+             '##INFO=<ID=TISSUE,Number=1,Type=String,Description="group">']
+    lines += [f"##contig=<ID={name},length={len(seq)}>" for name, seq in sequences.items()]
+    lines.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO")
+    truth = []
+    for name, sequence in sequences.items():
+        positions = np.sort(rng.choice(np.arange(40, len(sequence) - 40), per_contig, replace=False))
+        for position in positions:
+            ref = sequence[position]
+            alt = rng.choice([b for b in BASES if b != ref])
+            label = int(sequence[position - DISTANCE] in "GC")
+            info = f"LABEL={label}"
+            if groups:
+                group = "a" if rng.random() < 0.5 else "b"
+                label = label if group == "a" else 1 - label
+                info = f"LABEL={label};TISSUE={group}"
+            lines.append(f"{name}\t{position + 1}\t.\t{ref}\t{alt}\t.\t.\t{info}")
+            truth.append((name, int(position) + 1, ref, alt, label))
+    path.write_text("\n".join(lines) + "\n")
+    return truth
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    rng = np.random.default_rng(7)
+    sequences = _write_genome(root / "genome.fa", rng, length=20000)
+    truth = _write_vcf(root / "train.vcf", sequences, rng)
+    grouped = _write_vcf(root / "grouped.vcf", sequences, rng, groups=True)
+    _write_vcf(root / "learn.vcf", sequences, rng, per_contig=1500)
+    return root, truth, grouped
+
+
+def _config(root, out, **overrides):
+    values = dict(
+        reference=str(root / "genome.fa"), out=str(out), vcf=str(root / "train.vcf"),
+        label_field="LABEL", window=33, val_contigs=("c2",), test_contigs=("c3",),
+        track_size=8, hidden_size=32, head_hidden=32, dropout=0.0, max_tokens=4096,
+        device="cpu", training=TrainingSettings(epochs=2, learning_rate=3e-3, seed=1))
+    values.update(overrides)
+    return finetune.FinetuneConfig(**values)
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """A short run on few variants, for the mechanics."""
+    root, _, _ = dataset
+    out = tmp_path_factory.mktemp("runs") / "ft"
+    result = finetune.run(_config(root, out, training=TrainingSettings(
+        epochs=3, learning_rate=3e-3, seed=1)))
+    return out, result
+
+
+def test_learns_what_the_flank_baseline_cannot_see(dataset, tmp_path):
+    root, _, _ = dataset
+    result = finetune.run(_config(root, tmp_path / "ft", vcf=str(root / "learn.vcf"),
+                                  max_tokens=2000, training=TrainingSettings(
+                                      epochs=8, learning_rate=3e-3, seed=1, patience=None)))
+    test = result.metrics["model"]["test"]
+    baseline = result.metrics["flank_baseline"]["test"]
+    assert test["n"] == 1500 and baseline["n"] == 1500
+    assert test["roc_auc"] > 0.85, test
+    assert baseline["roc_auc"] < 0.65, baseline
+
+
+def test_run_directory_and_contig_split(trained, dataset):
+    out, result = trained
+    root, truth, _ = dataset
+    for name in ("model.pt", "last.pt", "config.json", "split.tsv", "metrics.json", "log.tsv"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "metrics.json").read_text()) == result.metrics
+    with open(out / "split.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    expected = {f"{c}:{p}:{r}>{a}": {"c1": "train", "c2": "val", "c3": "test"}[c]
+                for c, p, r, a, _ in truth}
+    assert {row["name"]: row["split"] for row in rows} == expected
+    labels_1 = sum(label for c, *_, label in truth if c == "c3")
+    assert result.metrics["data"]["test"] == {"variants": 300, "label_1": labels_1}
+    assert finetune.read_config(out) == _config(
+        root, out, training=TrainingSettings(epochs=3, learning_rate=3e-3, seed=1))
+
+
+def test_predict_writes_the_probability_of_every_allele(trained, dataset, tmp_path):
+    out, result = trained
+    root, truth, _ = dataset
+    output = tmp_path / "scored.vcf.gz"
+    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+        vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"), model=str(out),
+        output=str(output), device="cpu"))
+    assert summary.records == len(truth) and summary.scored == len(truth)
+    with pysam.VariantFile(str(output)) as scored:
+        assert "CMX" in scored.header.info
+        records = list(scored)
+    scores = np.array([record.info["CMX"][0] for record in records])
+    labels = np.array([label for *_, label in truth])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    test = np.array([c == "c3" for c, *_ in truth])
+    from sklearn.metrics import roc_auc_score
+    # The model's window comes from the checkpoint, so the scores match the run's own test.
+    assert roc_auc_score(labels[test], scores[test]) == pytest.approx(
+        result.metrics["model"]["test"]["roc_auc"], abs=1e-3)
+
+
+def test_predict_rc_averages_strands_and_a_window_can_be_overridden(trained, dataset, tmp_path):
+    out, _ = trained
+    root, _, _ = dataset
+
+    def scores(**options):
+        path = tmp_path / f"{len(options)}-{options.get('window')}.tsv"
+        predict_vcf.run(predict_vcf.PredictVcfConfig(
+            vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"), model=str(out),
+            output=str(path), tsv=True, device="cpu", **options))
+        with open(path) as handle:
+            return np.array([float(row["score"]) for row in csv.DictReader(handle, delimiter="\t")])
+
+    forward, both, wider = scores(), scores(average_strands=True), scores(window=65)
+    assert not np.allclose(forward, both) and not np.allclose(forward, wider)
+    assert np.corrcoef(forward, both)[0, 1] > 0.5
+
+
+def test_resume_replays_an_uninterrupted_run(dataset, tmp_path):
+    root, _, _ = dataset
+
+    class InterruptAfterFirstEpoch(Reporter):
+        def note(self, message):
+            if message.startswith("epoch 1:"):
+                raise KeyboardInterrupt
+
+    settings = TrainingSettings(epochs=2, learning_rate=3e-3, seed=1)
+    finetune.run(_config(root, tmp_path / "whole", training=settings))
+    with pytest.raises(KeyboardInterrupt):
+        finetune.run(_config(root, tmp_path / "cut", training=settings),
+                     InterruptAfterFirstEpoch(quiet=True))
+    finetune.run(finetune.read_config(tmp_path / "cut"), resume=True)
+    whole, resumed = _weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "cut" / "last.pt")
+    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
+
+
+def test_groups_get_their_own_outputs_and_metrics(dataset, tmp_path):
+    root, _, grouped = dataset
+    result = finetune.run(_config(root, tmp_path / "ft", vcf=str(root / "grouped.vcf"),
+                                  group_field="TISSUE"))
+    assert result.metrics["groups"] == ["a", "b"]
+    by_group = result.metrics["model"]["test_by_group"]
+    test_groups = [g for g in ("a", "b")]
+    assert sum(by_group[g]["n"] for g in test_groups) == 300
+    # Predict reads each record's group from the INFO field the model was trained with.
+    output = tmp_path / "scored.tsv"
+    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+        vcf=str(root / "grouped.vcf"), reference=str(root / "genome.fa"),
+        model=str(tmp_path / "ft"), output=str(output), tsv=True, device="cpu"))
+    assert summary.scored == len(grouped)
+    fixed = tmp_path / "fixed.tsv"
+    predict_vcf.run(predict_vcf.PredictVcfConfig(
+        vcf=str(root / "grouped.vcf"), reference=str(root / "genome.fa"),
+        model=str(tmp_path / "ft"), output=str(fixed), tsv=True, group="a", device="cpu"))
+
+    def read(path):
+        with open(path) as handle:
+            return [float(row["score"]) for row in csv.DictReader(handle, delimiter="\t")]
+
+    own, all_a = read(output), read(fixed)
+    text = (root / "grouped.vcf").read_text().splitlines()
+    groups = [line.split("TISSUE=")[1] for line in text if not line.startswith("#")]
+    assert [o == a for o, a in zip(own, all_a)] == [g == "a" for g in groups]
+    with pytest.raises(CmxError) as error:
+        predict_vcf.run(predict_vcf.PredictVcfConfig(
+            vcf=str(root / "grouped.vcf"), reference=str(root / "genome.fa"),
+            model=str(tmp_path / "ft"), output=str(tmp_path / "x.tsv"), tsv=True, group="z",
+            device="cpu"))
+    check_user_error(error.value, "z", "a, b")
+
+
+def test_default_split_keeps_window_blocks_whole(dataset, tmp_path):
+    root, _, _ = dataset
+    finetune.run(_config(root, tmp_path / "ft", val_contigs=(), test_contigs=(),
+                         training=TrainingSettings(epochs=1, seed=1)))
+    with open(tmp_path / "ft" / "split.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    split_of_block = {}
+    for row in rows:
+        contig, position = row["name"].split(":")[:2]
+        block = (contig, int(position) // 33)
+        assert split_of_block.setdefault(block, row["split"]) == row["split"]
+    counts = {s: sum(row["split"] == s for row in rows) for s in ("train", "val", "test")}
+    assert counts["test"] > 50 and counts["val"] > 50 and counts["train"] > 600
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({"test_contigs": ("chrX",)}, ["chrX", "c1, c2, c3"]),
+    ({"val_contigs": ("c1",), "test_contigs": ("c2", "c3")}, ["label"]),
+])
+def test_held_out_contig_errors(dataset, tmp_path, overrides, names):
+    root, _, _ = dataset
+    if names == ["label"]:
+        # Everything held out: no training variant of either label.
+        with pytest.raises(CmxError) as error:
+            finetune.run(_config(root, tmp_path / "ft", **overrides))
+        check_user_error(error.value, "0 and 1")
+        return
+    with pytest.raises(CmxError) as error:
+        finetune.run(_config(root, tmp_path / "ft", **overrides))
+    check_user_error(error.value, *names)
+    assert not (tmp_path / "ft").exists()
+
+
+def test_a_sequence_classifier_cannot_score_variants(dataset, tmp_path, data_dir):
+    root, _, _ = dataset
+    runner = CliRunner()
+    result = runner.invoke(cli, [
+        "finetune", "--vcf", str(root / "train.vcf"), "--reference", str(root / "genome.fa"),
+        "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 2 and "--label-field" in result.output
+    result = runner.invoke(cli, [
+        "finetune", "--labels", str(root / "genome.fa"), "--label-field", "LABEL",
+        "--reference", str(root / "genome.fa"), "--out", str(tmp_path / "ft")])
+    assert result.exit_code == 2
