@@ -84,6 +84,32 @@ def resumed_config(ctx: click.Context, options: dict, pipeline):
                    training=training)
 
 
+def check_init_options(ctx: click.Context, options: dict) -> None:
+    """--freeze-encoder needs --init, and --init fixes the encoder's shape flags."""
+    if options["freeze_encoder"] and not options["init"]:
+        raise click.UsageError("--freeze-encoder needs --init PRETRAIN_RUN")
+    if options["init"]:
+        shape = [name for name in ("max_len", "track_size", "hidden_size", "dropout")
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if shape:
+            raise click.UsageError(
+                f"--init takes the encoder's shape from the pretrained run; drop "
+                f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
+
+
+def run_options(what: str):
+    """--out and --resume of a training command; ``what`` lists the run directory's files."""
+    def decorate(command):
+        command = click.option(
+            "--resume", is_flag=True,
+            help="Continue the run in --out from its last checkpoint, with its saved config.",
+        )(command)
+        return click.option(
+            "--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+            help=f"Run directory for {what}.")(command)
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cmx")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
@@ -119,10 +145,7 @@ def cli(debug: bool) -> None:
 @click.option("--keep-duplicates", is_flag=True,
               help="Keep exact duplicate sequences (by default the first copy is kept, so no "
                    "held-out sequence is also in training).")
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run directory for checkpoints, config, split, metrics and log.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run in --out from its last checkpoint, with its saved config.")
+@run_options("checkpoints, config, split, metrics and log")
 @click.option("--max-len", type=click.IntRange(min=1),
               help="Longest sequence the network is sized for, in bp. [default: longest in the data]")
 @click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
@@ -164,15 +187,7 @@ def train(ctx: click.Context, **options) -> None:
         return
     if not options["fasta"]:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
-    if options["freeze_encoder"] and not options["init"]:
-        raise click.UsageError("--freeze-encoder needs --init PRETRAIN_RUN")
-    if options["init"]:
-        shape = [name for name in ("max_len", "track_size", "hidden_size", "dropout")
-                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-        if shape:
-            raise click.UsageError(
-                f"--init takes the network's shape from the pretrained encoder; drop "
-                f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
+    check_init_options(ctx, options)
     config = pipeline.TrainConfig(
         fasta=tuple(options["fasta"]), out=str(out), label_regex=options["label_regex"],
         labels_table=options["labels_table"], group_regex=options["group_regex"], val_fasta=tuple(options["val_fasta"]),
@@ -233,10 +248,7 @@ def train(ctx: click.Context, **options) -> None:
               help="Context length of the Markov-model baseline.")
 @max_tokens_option
 @training_options
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run directory for checkpoints, config, baselines, metrics and log.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run in --out from its last checkpoint, with its saved config.")
+@run_options("checkpoints, config, baselines, metrics and log")
 @device_option
 @precision_option
 @quiet_option
@@ -338,10 +350,7 @@ def _contig_list(ctx, param, values) -> tuple:
 @click.option("--flank", type=click.IntRange(0, 50), default=5, show_default=True,
               help="Flank of the logistic-regression baseline reported beside the model, in bp.")
 @training_options
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run directory for checkpoints, config, split, metrics and log.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run in --out from its last checkpoint, with its saved config.")
+@run_options("checkpoints, config, split, metrics and log")
 @device_option
 @precision_option
 @quiet_option
@@ -370,15 +379,7 @@ def finetune(ctx: click.Context, **options) -> None:
         raise click.UsageError("--label-field reads the labels from --vcf; give --vcf too")
     if (options["group_field"] or options["regions"]) and not options["vcf"]:
         raise click.UsageError("--group-field and --region read --vcf; give --vcf too")
-    if options["freeze_encoder"] and not options["init"]:
-        raise click.UsageError("--freeze-encoder needs --init PRETRAIN_RUN")
-    if options["init"]:
-        shape = [name for name in ("max_len", "track_size", "hidden_size", "dropout")
-                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
-        if shape:
-            raise click.UsageError(
-                f"--init takes the encoder's shape from the pretrained run; drop "
-                f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
+    check_init_options(ctx, options)
     config = pipeline.FinetuneConfig(
         reference=options["reference"], out=str(options["out"]), vcf=options["vcf"],
         label_field=options["label_field"], labels_table=options["labels_table"],
@@ -518,14 +519,17 @@ def predict(input_path: str, model: str, output: str, rc: bool, label_regex, lab
 @cli.command()
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("cmx-demo"), show_default=True,
-              help="Directory for the demo's data, run and predictions.")
+              help="Directory for the demo's data, runs and predictions.")
 @device_option
 @quiet_option
 def demo(out: Path, device: str, quiet: bool) -> None:
-    """Train and predict on the bundled Klebsiella vs Acinetobacter genes.
+    """Run the whole cmx cycle on bundled data: pretrain, train, finetune, predict.
 
-    Copies the bundled FASTA files into --out, trains a small classifier, then predicts
-    held-out genes and reports their ROC-AUC. Takes a few minutes on a laptop CPU.
+    Copies the bundled files into --out, then: pretrains an encoder on 600 kb of the
+    Ustilago maydis genome; trains a Klebsiella vs Acinetobacter classifier on capsule
+    genes and predicts genes from held-out loci; fine-tunes the encoder to tell amino-acid
+    changing SNVs from synonymous ones (train chr01, test chr04); and scores the VCF back.
+    Each step prints the command that does it. Takes a few minutes on a laptop CPU.
 
     Example: cmx demo --out cmx-demo
     """

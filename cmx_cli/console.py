@@ -10,6 +10,7 @@ import contextlib
 from typing import Iterator, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,6 +31,7 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, console: Optional[Console] = None) -> None:
         self.console = console or Console(stderr=True)
+        self.quiet = quiet
         self.interactive = not quiet and self.console.is_terminal
         self.warnings: list[str] = []
         #: Where the warnings are saved (a run's metrics.json), if anywhere.
@@ -39,6 +41,13 @@ class Reporter:
         """A line of context (what was read, where the run goes)."""
         if self.interactive:
             self.console.print(message, highlight=False)
+
+    def step(self, title: str, command: str) -> None:
+        """A step of a walk-through and the command that does it; shown unless quiet, also
+        when stderr is not a terminal."""
+        if not self.quiet:
+            self.console.print(f"[bold]{escape(title)}[/bold]\n  $ {escape(command)}",
+                               highlight=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         """Something the user should know; counted in the summary."""

@@ -126,7 +126,9 @@ class VariantClassifier(nn.Module):
         self.config = config
         self.trunk = ChordMixer(config.trunk)
         d_model = config.trunk.d_model
-        self.marker = nn.Parameter(torch.zeros(d_model)) if config.marker else None
+        # Drawn like an embedding row (N(0, 1)), so the marker is as visible as a token from
+        # the first step; a zero start left it almost unused in short fine-tuning runs.
+        self.marker = nn.Parameter(torch.randn(d_model)) if config.marker else None
         self.head = nn.Sequential(
             nn.LayerNorm(config.n_features),
             nn.Linear(config.n_features, config.head_hidden),

@@ -13,6 +13,7 @@ from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import finetune, predict_vcf
 from cmx_cli.training.loop import TrainingSettings
+from tests.conftest import DATA
 from tests.helpers import check_user_error
 
 BASES = "ACGT"
@@ -242,14 +243,59 @@ def test_held_out_contig_errors(dataset, tmp_path, overrides, names):
     assert not (tmp_path / "ft").exists()
 
 
+@pytest.mark.parametrize("arguments, expected", [
+    ([], "--label-field"),  # no labels at all
+    (["--label-field", "LABEL", "--labels", "genome.fa"], "--label-field"),
+    (["--label-field", "LABEL", "--freeze-encoder"], "--freeze-encoder needs --init"),
+    (["--label-field", "LABEL", "--init", ".", "--track-size", "4"], "drop --track-size"),
+])
+def test_command_line_mistakes_are_usage_errors(dataset, tmp_path, arguments, expected):
+    root, _, _ = dataset
+    arguments = [str(root / a) if a in ("genome.fa", ".") else a for a in arguments]
+    result = CliRunner().invoke(cli, [
+        "finetune", "--vcf", str(root / "train.vcf"), "--reference", str(root / "genome.fa"),
+        "--out", str(tmp_path / "ft"), *arguments])
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert not (tmp_path / "ft").exists()
+
+
 def test_a_sequence_classifier_cannot_score_variants(dataset, tmp_path, data_dir):
     root, _, _ = dataset
     runner = CliRunner()
+    capsule = data_dir / "capsule_small"
+    trained = runner.invoke(cli, [
+        "train", "--fasta", f"{capsule / 'klebsiella.fa'}:K", "--fasta",
+        f"{capsule / 'acinetobacter.fa'}:A", "--out", str(tmp_path / "run"), "--track-size", "4",
+        "--hidden-size", "16", "--max-steps", "1", "--kmer-k", "3"])
+    assert trained.exit_code == 0, trained.output
     result = runner.invoke(cli, [
-        "finetune", "--vcf", str(root / "train.vcf"), "--reference", str(root / "genome.fa"),
-        "--out", str(tmp_path / "ft")])
-    assert result.exit_code == 2 and "--label-field" in result.output
+        "predict", str(root / "train.vcf"), "--reference", str(root / "genome.fa"),
+        "--model", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "classifier model cannot score variants" in result.output
+    assert "cmx finetune" in result.output
+
+
+ROBUSTNESS = sorted(path.name for path in (DATA / "vcf").iterdir()
+                    if path.name not in ("MANIFEST.tsv",) and "DWV" not in path.name
+                    and not path.name.endswith((".tbi", ".csi")))
+
+
+@pytest.mark.parametrize("name", ROBUSTNESS)
+def test_malformed_and_edge_case_vcfs_give_one_line_errors(name, dataset, tmp_path):
+    # Each file is malformed or has no usable labelled variant on this reference: a clear
+    # error, exit status 1, no traceback, and no run directory left behind.
+    root, _, _ = dataset
+    table = tmp_path / "labels.tsv"
+    table.write_text("chrom\tpos\tref\talt\tlabel\n20\t14370\tG\tA\t1\n")
+    runner = CliRunner()
     result = runner.invoke(cli, [
-        "finetune", "--labels", str(root / "genome.fa"), "--label-field", "LABEL",
+        "finetune", "--vcf", str(DATA / "vcf" / name), "--labels", str(table),
         "--reference", str(root / "genome.fa"), "--out", str(tmp_path / "ft")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit) or result.exception is None or \
+        isinstance(result.exception, CmxError)
+    message = result.output.strip().splitlines()
+    assert len(message) == 1 and message[0].startswith("Error: ") and "Hint:" in message[0]
+    assert name in message[0] or "labels.tsv" in message[0]
+    assert not (tmp_path / "ft").exists()
