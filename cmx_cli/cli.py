@@ -51,6 +51,10 @@ def training_options(command):
                      help="Stop after this many epochs without a better validation score."),
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed for the split, sampling, masking and weights."),
+        click.option("--checkpointing", is_flag=True,
+                     help="Activation checkpointing: recompute each block in backward instead "
+                          "of storing its activations. Less memory for very long sequences, "
+                          "for about one more forward pass of time."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -63,23 +67,26 @@ def training_settings(options: dict) -> TrainingSettings:
         epochs=options["epochs"], max_steps=options["max_steps"],
         max_time_minutes=options["max_time"], learning_rate=options["lr"],
         weight_decay=options["weight_decay"], warmup_fraction=options["warmup"],
-        grad_clip=options["grad_clip"], patience=options["patience"], seed=options["seed"])
+        grad_clip=options["grad_clip"], patience=options["patience"], seed=options["seed"],
+        checkpointing=options["checkpointing"])
 
 
 def resumed_config(ctx: click.Context, options: dict, pipeline):
     """The saved config of the run in --out, with the few flags a resume may change."""
-    allowed = {"resume", "out", "device", "precision", "max_time", "quiet"}
+    allowed = {"resume", "out", "device", "precision", "max_time", "quiet", "checkpointing"}
     given = [name for name in ctx.params
              if name not in allowed and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
     if given:
         raise click.UsageError(
             f"--resume uses the run's saved config; drop "
             f"{', '.join('--' + g.replace('_', '-') for g in given)} "
-            "(only --device, --precision, --max-time and --quiet may change)")
+            "(only --device, --precision, --max-time, --checkpointing and --quiet may change)")
     config = pipeline.read_config(options["out"])
     training = config.training
     if options["max_time"] is not None:
         training = replace(training, max_time_minutes=options["max_time"])
+    if options["checkpointing"]:
+        training = replace(training, checkpointing=True)
     return replace(config, device=options["device"], precision=options["precision"],
                    training=training)
 
@@ -514,6 +521,57 @@ def predict(input_path: str, model: str, output: str, rc: bool, label_regex, lab
             label_regex=label_regex, labels_table=labels_table, max_tokens=max_tokens,
             device=device, precision=precision),
         Reporter(quiet))
+
+
+def _length_list(ctx, param, value: str) -> tuple:
+    try:
+        lengths = tuple(int(float(part)) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of lengths") from None
+    if not lengths or min(lengths) < 1:
+        raise click.BadParameter("give one or more lengths of at least 1")
+    return lengths
+
+
+@cli.command()
+@click.option("--lengths", default="1000,16384,131072", show_default=True, callback=_length_list,
+              help="Single-sequence lengths to measure, comma-separated (1e6 works).")
+@click.option("--packed-tokens", type=click.IntRange(min=16), default=16384, show_default=True,
+              help="Tokens of the packed batch of variable lengths.")
+@click.option("--mean-length", type=click.IntRange(min=16), default=1000, show_default=True,
+              help="Mean of the packed batch's log-normal lengths (the adding problem's λ).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs per case (the median is reported), after one warm-up run.")
+@click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Channels per track of the benchmarked network.")
+@click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Hidden width of each block's MLP.")
+@click.option("--checkpointing", is_flag=True, help="Train with activation checkpointing.")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Also time the per-sequence torch.roll network on the packed batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@device_option
+@precision_option
+@quiet_option
+def bench(**options) -> None:
+    """Measure training and inference speed and peak memory on this machine.
+
+    Each case runs in its own process, so its peak memory is its own and running out of
+    memory is reported, not fatal. Also measures the rotation against a plain copy, the
+    block MLP against plain matrix products, and the speed-up over a per-sequence
+    torch.roll rotation.
+
+    Example: cmx bench --lengths 1000,16384,131072,1000000 --checkpointing --json
+    """
+    from cmx_cli.pipelines import bench as pipeline
+
+    config = pipeline.BenchConfig(
+        lengths=options["lengths"], packed_tokens=options["packed_tokens"],
+        mean_length=options["mean_length"], repeats=options["repeats"],
+        track_size=options["track_size"], hidden_size=options["hidden_size"],
+        checkpointing=options["checkpointing"], reference=options["reference"],
+        device=options["device"], precision=options["precision"])
+    pipeline.run(config, Reporter(options["quiet"] or options["as_json"]), options["as_json"])
 
 
 @cli.command()

@@ -3,11 +3,12 @@
 Note: ``models`` is a top-level import name; it can shadow another installed package of the
 same name.
 """
-from models.chordmixer import ChordMixer, ChordMixerBlock
+from models.chordmixer import ChordMixer, ChordMixerBlock, set_checkpointing
 from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
 from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
 from models.mlm import MaskedAutoencoder, MaskedAutoencoderConfig
-from models.rotate import RotationPlan, rotate_reference, rotation_source_rows
+from models.rotate import (
+    ReferenceRotationPlan, RotationPlan, rotate_reference, rotation_source_rows)
 from models.variant import VariantClassifier, VariantClassifierConfig
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "ClassifierConfig",
     "MaskedAutoencoder",
     "MaskedAutoencoderConfig",
+    "ReferenceRotationPlan",
     "RotationPlan",
     "SequenceClassifier",
     "VariantClassifier",
@@ -26,4 +28,5 @@ __all__ = [
     "mean_pool",
     "rotate_reference",
     "rotation_source_rows",
+    "set_checkpointing",
 ]

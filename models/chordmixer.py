@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from models.config import ChordMixerConfig, blocks_for_length
 from models.rotate import RotationPlan
@@ -52,11 +53,20 @@ class ChordMixer(nn.Module):
 
     With ``config.vocab_size == 0`` there is no embedding and the input is already (T, d)
     features, as for the decoder of the masked-base autoencoder.
+
+    Attributes:
+        plan_type: How the batch is rotated: :class:`RotationPlan` (one packed permutation), or
+            :class:`~models.rotate.ReferenceRotationPlan` for the per-sequence reference.
+        checkpointing: Activation checkpointing: keep only each block's input during training
+            and recompute the block in backward (less memory for long sequences, about one
+            more forward pass of time). Not part of the config: it changes no result.
     """
 
     def __init__(self, config: ChordMixerConfig) -> None:
         super().__init__()
         self.config = config
+        self.checkpointing = False
+        self.plan_type = RotationPlan
         self.embedding = (
             nn.Embedding(config.vocab_size, config.d_model) if config.vocab_size else None
         )
@@ -85,7 +95,7 @@ class ChordMixer(nn.Module):
         offsets = offsets.to(device=tokens.device, dtype=torch.int64)
         lengths = (offsets[1:] - offsets[:-1]).tolist()  # one host sync per batch
         depths = self.blocks_per_sequence(lengths)
-        plan = RotationPlan.build(offsets, self.config.n_tracks, self.config.track_size)
+        plan = self.plan_type.build(offsets, self.config.n_tracks, self.config.track_size)
         x = tokens if self.embedding is None else self.embedding(tokens)  # (T, d)
         if added is not None:
             x = x + added
@@ -97,11 +107,20 @@ class ChordMixer(nn.Module):
                 torch.tensor(lengths, device=tokens.device),
                 output_size=x.shape[0],
             )  # (T,)
+        recompute = self.checkpointing and torch.is_grad_enabled()
         for index in range(deepest):
-            updated = self.blocks[index](x, plan)
+            block = self.blocks[index]
+            updated = checkpoint(block, x, plan, use_reentrant=False) if recompute else block(x, plan)
             if index < shallowest:
                 x = updated
             else:
                 # Sequences that have passed all their blocks keep their features unchanged.
                 x = torch.where((token_depth > index)[:, None], updated, x)  # (T, d)
         return self.final_norm(x)
+
+
+def set_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Turn activation checkpointing on or off in every ChordMixer inside ``model``."""
+    for module in model.modules():
+        if isinstance(module, ChordMixer):
+            module.checkpointing = enabled

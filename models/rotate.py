@@ -140,3 +140,25 @@ def rotate_reference(
             tracks.append(torch.roll(sequence[:, k], shifts=-(2 ** (k - 1)), dims=0))
         pieces.append(torch.stack(tracks, dim=1).reshape(end - start, -1))  # (L, d)
     return torch.cat(pieces, dim=0)
+
+
+@dataclass(frozen=True)
+class ReferenceRotationPlan:
+    """A :class:`RotationPlan` stand-in that rotates with :func:`rotate_reference`.
+
+    ``ChordMixer.plan_type = ReferenceRotationPlan`` gives the authors' per-sequence,
+    per-track ``torch.roll`` network, for benchmarks and equivalence tests.
+    """
+
+    offsets: torch.Tensor
+    n_tracks: int
+    track_size: int
+
+    @classmethod
+    def build(cls, offsets: torch.Tensor, n_tracks: int, track_size: int) -> "ReferenceRotationPlan":
+        """Keep the boundaries; nothing is precomputed."""
+        return cls(offsets, n_tracks, track_size)
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate every track of every sequence with ``torch.roll``."""
+        return rotate_reference(x, self.offsets, self.n_tracks, self.track_size)

@@ -1,4 +1,5 @@
 """The ChordMixer trunk and classifier keep the promises of DESIGN.md."""
+import numpy as np
 import pytest
 import torch
 
@@ -177,3 +178,44 @@ def test_decoder_config_must_take_features():
 
     with pytest.raises(ValueError):
         MaskedAutoencoderConfig(ChordMixerConfig(max_len=8), ChordMixerConfig(max_len=8))
+
+
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients():
+    from models import set_checkpointing
+    config = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.2)
+    lengths = [3, 40, 300, 17]  # mixed depths
+    offsets = torch.tensor([0, *np.cumsum(lengths)])
+    tokens = torch.randint(0, 4, (int(offsets[-1]),), generator=torch.Generator().manual_seed(1))
+    results = []
+    for enabled in (False, True):
+        torch.manual_seed(0)
+        network = ChordMixer(config)
+        set_checkpointing(network, enabled)
+        assert network.checkpointing is enabled
+        torch.manual_seed(5)  # the same dropout masks, recomputation included
+        output = network(tokens, offsets)
+        output.square().mean().backward()
+        results.append((output.detach(), [p.grad.clone() for p in network.parameters()]))
+    (plain, plain_grads), (recomputed, recomputed_grads) = results
+    assert torch.allclose(plain, recomputed, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, recomputed_grads))
+
+
+def test_the_reference_rotation_network_gives_identical_outputs_and_gradients():
+    from models import ReferenceRotationPlan
+    config = ChordMixerConfig(max_len=200, track_size=4, hidden_size=16, dropout=0.0)
+    lengths = [1, 5, 200, 64, 33]
+    offsets = torch.tensor([0, *np.cumsum(lengths)])
+    tokens = torch.randint(0, 4, (int(offsets[-1]),), generator=torch.Generator().manual_seed(2))
+    results = []
+    for plan_type in (None, ReferenceRotationPlan):
+        torch.manual_seed(0)
+        network = ChordMixer(config)
+        if plan_type is not None:
+            network.plan_type = plan_type
+        output = network(tokens, offsets)
+        output.square().mean().backward()
+        results.append((output.detach(), [p.grad.clone() for p in network.parameters()]))
+    (packed, packed_grads), (reference, reference_grads) = results
+    assert torch.equal(packed, reference)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(packed_grads, reference_grads))

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pysam
 import pytest
 from click.testing import CliRunner
 
@@ -12,7 +13,7 @@ from cmx_cli.cli import cli
 def _run_cmx(*arguments, cwd=None):
     """Run `python -m cmx_cli` in a subprocess, through the real entry point."""
     return subprocess.run([sys.executable, "-m", "cmx_cli", *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, timeout=1200)
 
 
 def test_version():
@@ -114,7 +115,17 @@ def test_demo_runs_from_any_directory(tmp_path):
     # The Quick start's first command: the data ship inside the package.
     result = _run_cmx("demo", "--out", tmp_path / "demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "cmx train: test ROC-AUC" in result.stderr
-    assert "cmx predict: 80 sequences" in result.stderr
-    rows = (tmp_path / "demo" / "query_predictions.tsv").read_text().splitlines()
+    demo = tmp_path / "demo"
+    for line in ("cmx pretrain: validation", "cmx train: test ROC-AUC", "cmx predict: 80 sequences",
+                 "cmx finetune: test ROC-AUC", "cmx predict: Scored 2,652 of 2,652 alleles"):
+        assert line in result.stderr, line
+    # Each step shows the command that redoes it, also when stderr is not a terminal.
+    assert result.stderr.count("  $ cmx ") == 5
+    rows = (demo / "query_predictions.tsv").read_text().splitlines()
     assert len(rows) == 81
+    with pysam.VariantFile(str(demo / "codon_scored.vcf.gz")) as scored:
+        scores = [record.info["CMX"][0] for record in scored]
+    assert len(scores) == 2652 and all(0.0 <= score <= 1.0 for score in scores)
+    assert (demo / "codon_scored.vcf.gz.tbi").is_file()
+    for run in ("pretrain", "run", "finetune"):
+        assert (demo / run / "model.pt").is_file() and (demo / run / "metrics.json").is_file()

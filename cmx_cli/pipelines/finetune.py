@@ -189,11 +189,12 @@ def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
     run_dir = check_run_dir(Path(config.out), resume)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    with ReferenceGenome(Path(config.reference), config.contig_map) as reference:
+    with ReferenceGenome(Path(config.reference), config.contig_map) as reference, \
+            reporter.progress("Reading variants", None, unit="record") as progress:
         data = load_labelled_variants(
             reference, config.window, vcf=config.vcf, label_field=config.label_field,
             labels_table=config.labels_table, group_field=config.group_field,
-            regions=config.regions, ref_mismatch=config.ref_mismatch)
+            regions=config.regions, ref_mismatch=config.ref_mismatch, on_record=progress.advance)
     reporter.table(data.table())
     for warning in data.warnings:
         reporter.warn(warning)
@@ -209,6 +210,12 @@ def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
         write_split(run_dir / SPLIT_NAME, names, sources, split.labels.tolist(), split.splits)
         write_json(run_dir / CONFIG_NAME, config.to_dict())
     parts = {name: split.members(name) for name in SPLITS}
+    for name in ("val", "test"):
+        present = set(split.labels[parts[name]].tolist())
+        if parts[name] and present != {0, 1}:
+            reporter.warn(
+                f"the {name} split has only label {present.pop()}: its ROC-AUC and PR-AUC are "
+                f"undefined; hold out other contigs, or more variants with --{name}-fraction")
     reporter.note(
         f"{len(parts['train']):,} training, {len(parts['val']):,} validation and "
         f"{len(parts['test']):,} test variants"

@@ -20,6 +20,7 @@ from torch import nn
 from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast
 from cmx_cli.training.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
+from models import set_checkpointing
 
 LOG_NAME = "log.tsv"
 
@@ -37,6 +38,7 @@ class TrainingSettings:
     grad_clip: float = 1.0
     patience: Optional[int] = 5
     seed: int = 0
+    checkpointing: bool = False
 
 
 class Task(Protocol):
@@ -160,6 +162,7 @@ def fit(
     Raises:
         TrainingInterrupted: On Ctrl-C, after the last completed epoch is saved.
     """
+    set_checkpointing(model, settings.checkpointing)
     optimizer = build_optimizer(model, settings)
     first_epoch_batches = task.epoch_batches(np.random.default_rng([settings.seed, 0]))
     epochs = settings.epochs if settings.epochs is not None else 10**9

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from rich.table import Table
 
@@ -196,9 +196,10 @@ class _Collector:
     """Checks alleles, cuts their windows and removes repeats, counting each outcome."""
 
     def __init__(self, reference: ReferenceGenome, window: int, ref_mismatch: str,
-                 result: LabelledVariants) -> None:
+                 result: LabelledVariants, on_record: Optional[Callable[[], None]]) -> None:
         self.reference, self.window, self.ref_mismatch = reference, window, ref_mismatch
         self.result = result
+        self.on_record = on_record or (lambda: None)
         self._seen: dict[tuple, int] = {}
         self._conflicts: set[int] = set()
 
@@ -256,6 +257,7 @@ def load_labelled_variants(
     reference: ReferenceGenome, window: int, *, vcf: Optional[str] = None,
     label_field: Optional[str] = None, labels_table: Optional[str] = None,
     group_field: Optional[str] = None, regions: Sequence[str] = (), ref_mismatch: str = "skip",
+    on_record: Optional[Callable[[], None]] = None,
 ) -> LabelledVariants:
     """Read labelled variants and cut their windows (module docstring).
 
@@ -268,6 +270,7 @@ def load_labelled_variants(
         group_field: The INFO key of the groups.
         regions: Read only these regions of the VCF (it needs an index).
         ref_mismatch: ``error``, ``warn`` or ``skip``, as for `cmx predict`.
+        on_record: Called after each input record (for progress).
 
     Returns:
         The usable variants and the counts.
@@ -279,7 +282,7 @@ def load_labelled_variants(
         raise ValueError("give exactly one of label_field and labels_table")
     table = read_labels_table(labels_table) if labels_table else None
     source = ", ".join(str(Path(name).name) for name in (vcf, labels_table) if name)
-    collector = _Collector(reference, window, ref_mismatch, LabelledVariants(source))
+    collector = _Collector(reference, window, ref_mismatch, LabelledVariants(source), on_record)
     if vcf is None:
         _collect_table(table or [], labels_table, collector)
     else:
@@ -304,6 +307,7 @@ def _collect_table(rows: list[_TableRow], path: Any, collector: _Collector) -> N
         variant = LabelledVariant(row.chrom, row.pos, row.ref, row.alt, row.label,
                                   row.group or "")
         collector.add(record, contig, statuses[0], variant)
+        collector.on_record()
 
 
 def _table_index(rows: list[_TableRow]) -> dict[tuple, list[_TableRow]]:
@@ -336,6 +340,7 @@ def _collect_vcf(vcf: str, regions: Sequence[str], label_field: Optional[str],
                 for labelled in _allele_labels(record, status, label_field, group_field, index,
                                                flags, vcf, location, matched):
                     collector.add(record, contig, *labelled)
+            collector.on_record()
         collector.result.warnings.extend(reader.warnings)
     unmatched = sum(len(rows) for key, rows in (index or {}).items() if key not in matched)
     if unmatched:

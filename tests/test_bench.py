@@ -1,0 +1,50 @@
+"""`cmx bench`: its batches, its FLOP count, and one tiny run through child processes."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cmx_cli.cli import cli
+from cmx_cli.pipelines.bench import packed_lengths, step_flops
+from models import ChordMixerConfig
+
+
+@pytest.mark.parametrize("total, mean", [(16384, 1000), (300, 100), (40, 1000)])
+def test_packed_lengths_fill_the_budget_exactly(total, mean):
+    lengths = packed_lengths(total, mean, seed=3)
+    assert sum(lengths) == total
+    assert min(lengths) >= 16 or len(lengths) == 1
+    assert packed_lengths(total, mean, seed=3) == lengths
+
+
+def test_packed_lengths_average_near_the_mean():
+    lengths = packed_lengths(2_000_000, 1000, seed=0)
+    assert 800 < sum(lengths) / len(lengths) < 1200
+
+
+def test_step_flops_count_each_sequences_own_blocks():
+    config = ChordMixerConfig(max_len=1024, track_size=4, hidden_size=8)
+    per_token_block = 4 * config.d_model * 8
+    # 1,024 bp passes 10 blocks, 3 bp passes 2 blocks, 1 bp passes 1 block.
+    assert step_flops([1024, 3, 1], config) == 3 * per_token_block * (1024 * 10 + 3 * 2 + 1)
+
+
+def test_a_tiny_benchmark_reports_every_case(tmp_path):
+    result = CliRunner().invoke(cli, [
+        "bench", "--lengths", "64", "--packed-tokens", "256", "--mean-length", "50",
+        "--repeats", "1", "--track-size", "4", "--hidden-size", "16", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [case["batch"] for case in report["cases"]][0] == "1 × 64"
+    for case in report["cases"]:
+        for mode in ("train", "inference"):
+            assert case[mode]["tokens_per_second"] > 0 and case[mode]["peak_bytes"] > 0
+    assert report["cases"][-1]["train"]["tokens"] == 256
+    assert report["speedup_over_reference"] > 0
+    kernels = report["kernels"]
+    assert kernels["rotation_share_of_copy"] > 0 and kernels["mlp_share_of_matmul"] > 0
+
+
+def test_bad_lengths_are_a_usage_error():
+    result = CliRunner().invoke(cli, ["bench", "--lengths", "10,abc"])
+    assert result.exit_code == 2 and "lengths" in result.output
