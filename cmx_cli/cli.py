@@ -153,6 +153,10 @@ def cli(debug: bool) -> None:
               help="Keep exact duplicate sequences (by default the first copy is kept, so no "
                    "held-out sequence is also in training).")
 @run_options("checkpoints, config, split, metrics and log")
+@click.option("--arch", type=click.Choice(["chordmixer", "transformer"]), default="chordmixer",
+              show_default=True,
+              help="Network: ChordMixer, or a dot-product attention baseline of the same width "
+                   "and depth, to compare on your data (its memory grows with length squared).")
 @click.option("--max-len", type=click.IntRange(min=1),
               help="Longest sequence the network is sized for, in bp. [default: longest in the data]")
 @click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
@@ -195,9 +199,12 @@ def train(ctx: click.Context, **options) -> None:
     if not options["fasta"]:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
     check_init_options(ctx, options)
+    if options["init"] and options["arch"] != "chordmixer":
+        raise click.UsageError("--init starts a ChordMixer from a pretrained one; drop --arch")
     config = pipeline.TrainConfig(
         fasta=tuple(options["fasta"]), out=str(out), label_regex=options["label_regex"],
-        labels_table=options["labels_table"], group_regex=options["group_regex"], val_fasta=tuple(options["val_fasta"]),
+        labels_table=options["labels_table"], group_regex=options["group_regex"],
+        val_fasta=tuple(options["val_fasta"]), arch=options["arch"],
         test_fasta=tuple(options["test_fasta"]), val_fraction=options["val_fraction"],
         test_fraction=options["test_fraction"], deduplicate=not options["keep_duplicates"],
         max_len=options["max_len"], track_size=options["track_size"],
@@ -549,6 +556,10 @@ def _length_list(ctx, param, value: str) -> tuple:
 @click.option("--checkpointing", is_flag=True, help="Train with activation checkpointing.")
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Also time the per-sequence torch.roll network on the packed batch.")
+@click.option("--attention/--no-attention", default=True, show_default=True,
+              help="Also time the dot-product attention baseline of the same width and depth.")
+@click.option("--attention-seconds", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Stop an attention case after this many seconds; longer ones are skipped.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @device_option
 @precision_option
@@ -558,8 +569,8 @@ def bench(**options) -> None:
 
     Each case runs in its own process, so its peak memory is its own and running out of
     memory is reported, not fatal. Also measures the rotation against a plain copy, the
-    block MLP against plain matrix products, and the speed-up over a per-sequence
-    torch.roll rotation.
+    block MLP against plain matrix products, the speed-up over a per-sequence torch.roll
+    rotation, and a dot-product attention baseline of the same width and depth.
 
     Example: cmx bench --lengths 1000,16384,131072,1000000 --checkpointing --json
     """
@@ -570,6 +581,7 @@ def bench(**options) -> None:
         mean_length=options["mean_length"], repeats=options["repeats"],
         track_size=options["track_size"], hidden_size=options["hidden_size"],
         checkpointing=options["checkpointing"], reference=options["reference"],
+        attention=options["attention"], attention_seconds=options["attention_seconds"],
         device=options["device"], precision=options["precision"])
     pipeline.run(config, Reporter(options["quiet"] or options["as_json"]), options["as_json"])
 

@@ -6,6 +6,7 @@ same name.
 from models.chordmixer import ChordMixer, ChordMixerBlock, set_checkpointing
 from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
 from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
+from models.transformer import Transformer, TransformerConfig
 from models.mlm import MaskedAutoencoder, MaskedAutoencoderConfig
 from models.rotate import (
     ReferenceRotationPlan, RotationPlan, rotate_reference, rotation_source_rows)
@@ -21,6 +22,8 @@ __all__ = [
     "ReferenceRotationPlan",
     "RotationPlan",
     "SequenceClassifier",
+    "Transformer",
+    "TransformerConfig",
     "VariantClassifier",
     "VariantClassifierConfig",
     "blocks_for_length",

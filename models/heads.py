@@ -6,13 +6,29 @@ commute, the head takes the mean over each sequence's own positions, then one li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import torch
 from torch import nn
 
 from models.chordmixer import ChordMixer
 from models.config import ChordMixerConfig
+from models.transformer import Transformer, TransformerConfig
+
+TrunkConfig = Union[ChordMixerConfig, TransformerConfig]
+#: Architecture name -> (config type, network type).
+ARCHITECTURES = {"chordmixer": (ChordMixerConfig, ChordMixer),
+                 "transformer": (TransformerConfig, Transformer)}
+
+
+def architecture_of(config: TrunkConfig) -> str:
+    """The architecture name of a trunk config."""
+    return next(name for name, (kind, _) in ARCHITECTURES.items() if isinstance(config, kind))
+
+
+def build_trunk(config: TrunkConfig) -> nn.Module:
+    """The trunk network of a config."""
+    return ARCHITECTURES[architecture_of(config)][1](config)
 
 
 def mean_pool(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -39,9 +55,10 @@ def mean_pool(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """A ChordMixer trunk plus a linear layer over the mean-pooled features."""
+    """A trunk (ChordMixer, or the Transformer baseline) plus a linear layer over the
+    mean-pooled features."""
 
-    trunk: ChordMixerConfig
+    trunk: TrunkConfig
     n_classes: int
 
     def __post_init__(self) -> None:
@@ -50,12 +67,17 @@ class ClassifierConfig:
 
     def to_dict(self) -> dict:
         """Plain nested dict for checkpoints."""
-        return {"trunk": self.trunk.to_dict(), "n_classes": self.n_classes}
+        return {"arch": architecture_of(self.trunk), "trunk": self.trunk.to_dict(),
+                "n_classes": self.n_classes}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ClassifierConfig":
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(ChordMixerConfig.from_dict(values["trunk"]), int(values["n_classes"]))
+        """Rebuild from :meth:`to_dict` output (no ``arch`` key: a ChordMixer)."""
+        arch = values.get("arch", "chordmixer")
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {arch!r}")
+        trunk = ARCHITECTURES[arch][0].from_dict(values["trunk"])
+        return cls(trunk, int(values["n_classes"]))
 
 
 class SequenceClassifier(nn.Module):
@@ -64,7 +86,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.trunk = ChordMixer(config.trunk)
+        self.trunk = build_trunk(config.trunk)
         self.classifier = nn.Linear(config.trunk.d_model, config.n_classes)
 
     def forward(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
     report = json.loads(result.output)
     assert [case["batch"] for case in report["cases"]][0] == "1 × 64"
     for case in report["cases"]:
-        for mode in ("train", "inference"):
+        for mode in ("train", "inference", "attention", "attention-inference"):
             assert case[mode]["tokens_per_second"] > 0 and case[mode]["peak_bytes"] > 0
     assert report["cases"][-1]["train"]["tokens"] == 256
     assert report["speedup_over_reference"] > 0
@@ -48,3 +48,10 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
 def test_bad_lengths_are_a_usage_error():
     result = CliRunner().invoke(cli, ["bench", "--lengths", "10,abc"])
     assert result.exit_code == 2 and "lengths" in result.output
+
+
+def test_a_case_past_its_time_limit_is_reported_not_fatal():
+    from cmx_cli.pipelines.bench import _run_case
+    import time
+    result = _run_case(time.sleep, 30, seconds=2)
+    assert result == {"error": "stopped after 2 s"}

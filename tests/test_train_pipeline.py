@@ -166,3 +166,24 @@ def test_bad_group_regex_is_a_user_error(data_dir, tmp_path):
     with pytest.raises(CmxError, match="--group-regex.*Hint:"):
         train.run(_config(data_dir, tmp_path / "run", group_regex="(unclosed"))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_attention_baseline_trains_and_predicts(data_dir, tmp_path):
+    from cmx_cli.pipelines import predict_fasta
+    # A small max_len keeps the baseline shallow (its depth follows ⌈log2 max_len⌉).
+    result = train.run(_config(data_dir, tmp_path / "run", arch="transformer", max_len=64,
+                               training=TrainingSettings(epochs=1, max_steps=2, seed=1)))
+    model_config = result.metrics["training"]["model_config"]
+    assert model_config["arch"] == "transformer"
+    chordmixer = train.run(_config(data_dir, tmp_path / "cm", max_len=64,
+                                   training=TrainingSettings(epochs=1, max_steps=1, seed=1)))
+    # Same width and depth as the ChordMixer the same flags build.
+    trunk = chordmixer.metrics["training"]["model_config"]["trunk"]
+    from models import ChordMixerConfig
+    cm = ChordMixerConfig.from_dict(trunk)
+    assert model_config["trunk"]["d_model"] == cm.d_model
+    assert model_config["trunk"]["n_layers"] == cm.n_blocks
+    predicted = predict_fasta.run(predict_fasta.PredictFastaConfig(
+        fasta=str(data_dir / "capsule_small" / "klebsiella.fa"), model=str(tmp_path / "run"),
+        output=str(tmp_path / "p.tsv"), device="cpu"))
+    assert predicted.n_sequences == 40

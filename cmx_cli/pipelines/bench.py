@@ -12,6 +12,8 @@ The cases:
   paper's adding problem (log-normal, mean ``mean_length``), in tokens/s;
 * the same training step on the packed batch with the authors' rotation (one ``torch.roll``
   per sequence and per track, in a Python loop): the speed-up is the ratio of the two;
+* a dot-product attention baseline (:class:`models.Transformer`, the same width and depth)
+  on the same batches, until a case runs out of memory or past ``attention_seconds``;
 * the rotation alone, in GB/s (bytes read + written), beside a plain copy of the same tensor;
 * the MLP of one block alone, in FLOP/s, beside plain matrix products of the same shapes, and
   the whole training step's FLOP/s as a share of the matrix-product rate.
@@ -22,10 +24,9 @@ import json
 import resource
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
+from queue import Empty
 from typing import Callable, Optional
 
 import numpy as np
@@ -36,7 +37,7 @@ from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast, resolve_device, resolve_precision
 from models import (
     ChordMixerConfig, ClassifierConfig, ReferenceRotationPlan, RotationPlan, SequenceClassifier,
-    set_checkpointing)
+    TransformerConfig, set_checkpointing)
 from models.config import blocks_for_length
 
 DEFAULT_LENGTHS = (1_000, 16_384, 131_072)
@@ -54,6 +55,8 @@ class BenchConfig:
     hidden_size: int = 128
     checkpointing: bool = False
     reference: bool = True
+    attention: bool = True
+    attention_seconds: float = 300.0
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
@@ -72,10 +75,13 @@ def packed_lengths(total: int, mean_length: int, seed: int) -> list[int]:
     return lengths
 
 
-def _model(config: BenchConfig, longest: int, device: torch.device) -> SequenceClassifier:
+def _model(config: BenchConfig, longest: int, device: torch.device,
+           attention: bool = False) -> SequenceClassifier:
     torch.manual_seed(config.seed)
     trunk = ChordMixerConfig(max_len=longest, track_size=config.track_size,
                              hidden_size=config.hidden_size)
+    if attention:
+        trunk = TransformerConfig.matching(trunk)
     return SequenceClassifier(ClassifierConfig(trunk, n_classes=2)).to(device)
 
 
@@ -115,14 +121,18 @@ def step_flops(lengths: list[int], config: ChordMixerConfig) -> float:
 
 
 def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
-    """A training step or inference on one batch (runs in the child process)."""
+    """A training step or inference on one batch (runs in the child process).
+
+    ``mode``: ``train``, ``inference``, ``reference`` (training with the per-sequence
+    rotation), ``attention`` or ``attention-inference`` (the Transformer baseline).
+    """
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    torch.set_num_threads(torch.get_num_threads())
-    model = _model(config, max(lengths), device)
+    model = _model(config, max(lengths), device, attention=mode.startswith("attention"))
     if mode == "reference":
         model.trunk.plan_type = ReferenceRotationPlan
-    set_checkpointing(model, config.checkpointing and mode != "inference")
+    inference = mode.endswith("inference")
+    set_checkpointing(model, config.checkpointing and not inference)
     tokens, offsets = _batch(lengths, device)
     labels = torch.zeros(len(lengths), dtype=torch.int64, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -139,12 +149,12 @@ def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
         with autocast(device, precision):
             model(tokens, offsets)
 
-    if mode == "inference":
+    if inference:
         model.eval()
-    seconds = _timed(infer if mode == "inference" else train_step, config.repeats, device)
+    seconds = _timed(infer if inference else train_step, config.repeats, device)
     result = {"tokens": sum(lengths), "sequences": len(lengths), "seconds": seconds,
               "tokens_per_second": sum(lengths) / seconds, "peak_bytes": _peak_bytes(device)}
-    if mode != "inference":
+    if mode in ("train", "reference"):
         result["flops_per_second"] = step_flops(lengths, model.config.trunk) / seconds
     return result
 
@@ -174,15 +184,31 @@ def _case_kernels(config: BenchConfig, lengths: list[int]) -> dict:
             "matmul_flops_per_second": flops / matmul}
 
 
-def _run_case(function, *arguments) -> dict:
-    """Run one case in a fresh process; an out-of-memory kill becomes an error entry."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        try:
-            return pool.submit(function, *arguments).result()
-        except BrokenProcessPool:
-            return {"error": "the process was killed (out of memory?)"}
-        except RuntimeError as error:  # CUDA out of memory and similar
-            return {"error": " ".join(str(error).split())[:120]}
+def _child(queue, function, arguments) -> None:
+    try:
+        queue.put(function(*arguments))
+    except MemoryError:
+        queue.put({"error": "out of memory"})
+    except RuntimeError as error:  # CUDA out of memory and similar
+        queue.put({"error": " ".join(str(error).split())[:120]})
+
+
+def _run_case(function, *arguments, seconds: Optional[float] = None) -> dict:
+    """Run one case in a fresh process; a kill (out of memory) or a time-out is reported."""
+    context = get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, function, arguments), daemon=True)
+    process.start()
+    try:
+        return queue.get(timeout=seconds)
+    except Empty:
+        if process.is_alive():
+            return {"error": f"stopped after {seconds:.0f} s"}
+        return {"error": "the process was killed (out of memory?)"}
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
 
 
 def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool = False) -> dict:
@@ -198,11 +224,20 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
     batches.append((f"packed {len(packed)} × ~{config.mean_length:,}", packed))
     results: dict = {"config": asdict(config), "device": str(device),
                      "threads": torch.get_num_threads(), "cases": []}
-    with reporter.progress("Benchmark", total=2 * len(batches) + 2, unit="case") as progress:
+    modes = ("train", "inference") + (("attention", "attention-inference")
+                                       if config.attention else ())
+    attention_failed = False
+    with reporter.progress("Benchmark", total=len(modes) * len(batches) + 2,
+                           unit="case") as progress:
         for name, lengths in batches:
             case = {"batch": name, "max_length": max(lengths)}
-            for mode in ("train", "inference"):
-                case[mode] = _run_case(_case_model, config, lengths, mode)
+            for mode in modes:
+                if mode.startswith("attention") and attention_failed and len(lengths) == 1:
+                    case[mode] = {"error": "skipped: a shorter sequence already failed"}
+                else:
+                    limit = config.attention_seconds if mode.startswith("attention") else None
+                    case[mode] = _run_case(_case_model, config, lengths, mode, seconds=limit)
+                    attention_failed |= mode.startswith("attention") and "error" in case[mode]
                 progress.advance()
             results["cases"].append(case)
         if config.reference:
@@ -243,11 +278,17 @@ def _gib(value: int) -> str:
 def bench_tables(results: dict) -> list[Table]:
     """The results as rich tables."""
     table = Table(title=f"cmx bench on {results['device']} ({results['threads']} threads)")
-    for header in ("batch", "train tok/s", "train peak", "inference tok/s", "inference peak"):
-        table.add_column(header, justify="left" if header == "batch" else "right")
+    modes = [mode for mode in ("train", "inference", "attention", "attention-inference")
+             if mode in results["cases"][0]]
+    table.add_column("batch")
+    for mode in modes:
+        name = {"train": "train", "inference": "inference", "attention": "attention train",
+                "attention-inference": "attention inference"}[mode]
+        table.add_column(f"{name} tok/s", justify="right")
+        table.add_column(f"{name} peak", justify="right")
     for case in results["cases"]:
         cells = [case["batch"]]
-        for mode in ("train", "inference"):
+        for mode in modes:
             measured = case[mode]
             if "error" in measured:
                 cells += [measured["error"], ""]

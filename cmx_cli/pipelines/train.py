@@ -48,7 +48,7 @@ from cmx_cli.training.run_dir import (
     write_json,
 )
 from cmx_cli.training.run_dir import read_config as read_run_config
-from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
+from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier, TransformerConfig
 
 SPLIT_NAME = "split.tsv"
 MIN_PER_LENGTH_BIN = 20
@@ -68,6 +68,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     deduplicate: bool = True
+    arch: str = "chordmixer"
     max_len: Optional[int] = None
     track_size: int = 16
     hidden_size: int = 128
@@ -247,6 +248,9 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         trunk_config = ChordMixerConfig(max_len=config.max_len or longest,
                                         track_size=config.track_size,
                                         hidden_size=config.hidden_size, dropout=config.dropout)
+    if config.arch == "transformer":
+        # The attention baseline, as wide and deep as the ChordMixer these flags describe.
+        trunk_config = TransformerConfig.matching(trunk_config)
     model_config = ClassifierConfig(trunk_config, n_classes=n_classes)
     with seeded(config.training.seed):
         model = SequenceClassifier(model_config)

@@ -1,0 +1,140 @@
+"""A dot-product attention baseline with the trunk interface of :class:`models.ChordMixer`.
+
+Pre-norm Transformer encoder layers (multi-head ``scaled_dot_product_attention``, then a
+GELU MLP), sinusoidal positions counted from each sequence's start, so any length runs. The
+packed (T, d) batch is padded to its longest sequence for attention only, with padding
+masked out; every per-position step runs on the packed tensor. Memory and time grow with
+the square of the length: this is the baseline that shows where ChordMixer wins
+(`cmx bench`), and one users can train on their own data (`cmx train --arch transformer`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import ChordMixerConfig
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape of a Transformer trunk.
+
+    Attributes:
+        vocab_size: Number of input tokens.
+        d_model: Channels per position.
+        n_layers: Encoder layers.
+        n_heads: Attention heads (they divide ``d_model``).
+        hidden_size: Hidden width of each layer's MLP.
+        dropout: Dropout on attention outputs and inside the MLP.
+        max_len: Longest sequence the data had (kept for reporting; positions are
+            sinusoidal, so longer sequences run too).
+    """
+
+    vocab_size: int = 6
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    hidden_size: int = 128
+    dropout: float = 0.1
+    max_len: int = 4096
+
+    def __post_init__(self) -> None:
+        if min(self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.hidden_size) < 1:
+            raise ValueError(f"TransformerConfig sizes must be positive: {self}")
+        if self.d_model % self.n_heads or self.d_model % 2:
+            raise ValueError(f"d_model must be even and divisible by n_heads: {self}")
+
+    @classmethod
+    def matching(cls, chordmixer: ChordMixerConfig) -> "TransformerConfig":
+        """The same width, depth, MLP width and dropout as a ChordMixer trunk."""
+        d_model = chordmixer.d_model + chordmixer.d_model % 2
+        heads = next(h for h in (8, 4, 2, 1) if d_model % h == 0 and d_model // h >= 16
+                     or h == 1)
+        return cls(vocab_size=chordmixer.vocab_size, d_model=d_model,
+                   n_layers=chordmixer.n_blocks, n_heads=heads,
+                   hidden_size=chordmixer.hidden_size, dropout=chordmixer.dropout,
+                   max_len=chordmixer.max_len)
+
+    def to_dict(self) -> dict:
+        """Plain dict for checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TransformerConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        unknown = set(values) - {field.name for field in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig keys: {sorted(unknown)}")
+        return cls(**dict(values))
+
+
+def sinusoidal(positions: torch.Tensor, d_model: int) -> torch.Tensor:
+    """(T,) positions -> (T, d_model) sinusoidal features."""
+    half = d_model // 2
+    frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device)
+                            / half)  # (d/2,)
+    angles = positions.float()[:, None] * frequencies[None, :]  # (T, d/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class _Layer(nn.Module):
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = config.n_heads, config.dropout
+        self.attention_norm = nn.LayerNorm(config.d_model)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.mlp_norm = nn.LayerNorm(config.d_model)
+        self.mlp = nn.Sequential(nn.Linear(config.d_model, config.hidden_size), nn.GELU(),
+                                 nn.Dropout(config.dropout),
+                                 nn.Linear(config.hidden_size, config.d_model))
+
+    def forward(self, x: torch.Tensor, where: tuple, shape: tuple,
+                keep: torch.Tensor) -> torch.Tensor:
+        """x: (T, d) packed; where: (sequence, position) of each token; keep: (B, 1, 1, L)."""
+        n_sequences, longest = shape
+        d_model = x.shape[1]
+        qkv = self.qkv(self.attention_norm(x))  # (T, 3d)
+        padded = qkv.new_zeros(n_sequences, longest, 3 * d_model)
+        padded[where] = qkv
+        q, k, v = padded.view(n_sequences, longest, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
+        attended = attended.transpose(1, 2).reshape(n_sequences, longest, d_model)[where]
+        x = x + F.dropout(self.out(attended), self.dropout, self.training)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """Embedding + positions + encoder layers over packed variable-length batches."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(_Layer(config) for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, tokens: torch.Tensor, offsets: torch.Tensor,
+                added: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Encode a packed batch: (T,) tokens, (B+1,) offsets -> (T, d) features."""
+        offsets = offsets.to(device=tokens.device, dtype=torch.int64)
+        lengths = offsets[1:] - offsets[:-1]  # (B,)
+        total = tokens.shape[0]
+        sequence = torch.repeat_interleave(torch.arange(lengths.numel(), device=tokens.device),
+                                           lengths, output_size=total)  # (T,)
+        position = torch.arange(total, device=tokens.device) - offsets[:-1][sequence]  # (T,)
+        longest = int(lengths.max())
+        keep = (torch.arange(longest, device=tokens.device)[None, :] < lengths[:, None])
+        keep = keep[:, None, None, :]  # (B, 1, 1, L): attend to real positions only
+        x = self.embedding(tokens) + sinusoidal(position, self.config.d_model)
+        if added is not None:
+            x = x + added
+        for layer in self.layers:
+            x = layer(x, (sequence, position), (lengths.numel(), longest), keep)
+        return self.final_norm(x)
