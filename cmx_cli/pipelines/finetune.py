@@ -116,34 +116,33 @@ class _Split:
 
 
 def _split(config: FinetuneConfig, data: LabelledVariants) -> _Split:
-    """Assign every variant to train, val or test (module docstring of :mod:`split`)."""
+    """Assign every variant to train, val or test.
+
+    Held-out contigs first (``--val-contigs``, ``--test-contigs``); a held-out set without
+    contigs then takes its fraction of the remaining variants, by window-sized blocks of the
+    genome stratified by label: variants within one block share most of their context, so a
+    block is never split.
+    """
     labels = np.array([variant.label for variant in data.variants], dtype=np.int64)
-    if config.val_contigs or config.test_contigs:
-        # A variant's contig may be named as in the VCF or as in the FASTA.
-        held_out = set(config.val_contigs) | set(config.test_contigs)
-        named = [variant.chrom if variant.chrom in held_out else contig
-                 for variant, contig in zip(data.variants, data.contigs)]
-        splits = contig_split(named, config.val_contigs, config.test_contigs)
-        known = set(named) | {variant.chrom for variant in data.variants}
-        unknown = sorted(held_out - known)
-        if unknown:
-            raise CmxError(f"{data.source}: no usable variant on the held-out contig(s) "
-                           f"{', '.join(unknown)}",
-                           f"the variants' contigs are: {', '.join(sorted(known))}")
-        if not config.val_contigs and config.val_fraction > 0:
-            pool = [i for i, s in enumerate(splits) if s == "train"]
-            blocks = _blocks(data, pool, config.window)
-            pool_splits = stratified_group_split([str(labels[i]) for i in pool], blocks,
-                                                 config.val_fraction, 0.0, config.training.seed)
-            for index, split in zip(pool, pool_splits):
-                splits[index] = split
-    else:
-        # Variants within one window-sized block share most of their context: keep each
-        # block whole, so no held-out window is seen in training.
-        every = list(range(len(data.variants)))
-        splits = stratified_group_split([str(label) for label in labels],
-                                        _blocks(data, every, config.window), config.val_fraction,
-                                        config.test_fraction, config.training.seed)
+    held_out = set(config.val_contigs) | set(config.test_contigs)
+    # A variant's contig may be named as in the VCF or as in the FASTA.
+    named = [variant.chrom if variant.chrom in held_out else contig
+             for variant, contig in zip(data.variants, data.contigs)]
+    unknown = sorted(held_out - set(named) - {variant.chrom for variant in data.variants})
+    if unknown:
+        raise CmxError(f"{data.source}: no usable variant on the held-out contig(s) "
+                       f"{', '.join(unknown)}",
+                       f"the variants' contigs are: {', '.join(sorted(set(named)))}")
+    splits = contig_split(named, config.val_contigs, config.test_contigs)
+    val_fraction = 0.0 if config.val_contigs else config.val_fraction
+    test_fraction = 0.0 if config.test_contigs else config.test_fraction
+    if val_fraction or test_fraction:
+        pool = [i for i, split in enumerate(splits) if split == "train"]
+        blocks = [f"{data.contigs[i]}:{data.variants[i].pos // config.window}" for i in pool]
+        pool_splits = stratified_group_split([str(labels[i]) for i in pool], blocks,
+                                             val_fraction, test_fraction, config.training.seed)
+        for index, split in zip(pool, pool_splits):
+            splits[index] = split
     group_names = sorted({variant.group for variant in data.variants})
     index = {name: i for i, name in enumerate(group_names)}
     groups = np.array([index[variant.group] for variant in data.variants], dtype=np.int64)
@@ -154,10 +153,6 @@ def _split(config: FinetuneConfig, data: LabelledVariants) -> _Split:
             f"{', '.join(map(str, sorted(train_labels))) or '(none)'}; a classifier needs both 0 and 1",
             "label both classes, or hold out fewer contigs")
     return _Split(data, splits, group_names, groups, labels)
-
-
-def _blocks(data: LabelledVariants, members: list[int], window: int) -> list[str]:
-    return [f"{data.contigs[i]}:{data.variants[i].pos // window}" for i in members]
 
 
 def _trunk_config(config: FinetuneConfig, longest: int, reporter: Reporter
