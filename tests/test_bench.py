@@ -51,7 +51,10 @@ def test_bad_lengths_are_a_usage_error():
 
 
 def test_a_case_past_its_time_limit_is_reported_not_fatal():
-    from cmx_cli.pipelines.bench import _run_case
+    import os
     import time
+
+    from cmx_cli.pipelines.bench import _run_case
     result = _run_case(time.sleep, 30, seconds=2)
     assert result == {"error": "stopped after 2 s"}
+    assert _run_case(os._exit, 3, seconds=60) == {"error": "the process was killed (out of memory?)"}

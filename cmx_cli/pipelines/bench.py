@@ -199,12 +199,16 @@ def _run_case(function, *arguments, seconds: Optional[float] = None) -> dict:
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, function, arguments), daemon=True)
     process.start()
+    started = time.monotonic()
     try:
-        return queue.get(timeout=seconds)
-    except Empty:
-        if process.is_alive():
-            return {"error": f"stopped after {seconds:.0f} s"}
-        return {"error": "the process was killed (out of memory?)"}
+        while True:  # poll, so that a killed child is noticed at once
+            try:
+                return queue.get(timeout=1.0)
+            except Empty:
+                if not process.is_alive():
+                    return {"error": "the process was killed (out of memory?)"}
+                if seconds is not None and time.monotonic() - started > seconds:
+                    return {"error": f"stopped after {seconds:.0f} s"}
     finally:
         if process.is_alive():
             process.kill()
@@ -226,18 +230,19 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
                      "threads": torch.get_num_threads(), "cases": []}
     modes = ("train", "inference") + (("attention", "attention-inference")
                                        if config.attention else ())
-    attention_failed = False
+    failed: set = set()  # attention modes that already failed on a shorter sequence
     with reporter.progress("Benchmark", total=len(modes) * len(batches) + 2,
                            unit="case") as progress:
         for name, lengths in batches:
             case = {"batch": name, "max_length": max(lengths)}
             for mode in modes:
-                if mode.startswith("attention") and attention_failed and len(lengths) == 1:
-                    case[mode] = {"error": "skipped: a shorter sequence already failed"}
+                if mode in failed and len(lengths) == 1:
+                    case[mode] = {"error": "skipped: a shorter sequence failed"}
                 else:
                     limit = config.attention_seconds if mode.startswith("attention") else None
                     case[mode] = _run_case(_case_model, config, lengths, mode, seconds=limit)
-                    attention_failed |= mode.startswith("attention") and "error" in case[mode]
+                    if mode.startswith("attention") and "error" in case[mode]:
+                        failed.add(mode)
                 progress.advance()
             results["cases"].append(case)
         if config.reference:
