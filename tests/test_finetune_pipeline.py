@@ -299,3 +299,17 @@ def test_malformed_and_edge_case_vcfs_give_one_line_errors(name, dataset, tmp_pa
     assert len(message) == 1 and message[0].startswith("Error: ") and "Hint:" in message[0]
     assert name in message[0] or "labels.tsv" in message[0]
     assert not (tmp_path / "ft").exists()
+
+
+def test_a_group_only_in_held_out_data_is_an_error(dataset, tmp_path):
+    root, _, _ = dataset
+    lines = (root / "grouped.vcf").read_text().splitlines()
+    # Group "c" only on the test contig c3.
+    lines = [line.replace("TISSUE=a", "TISSUE=c") if line.startswith("c3\t") else line
+             for line in lines]
+    vcf = tmp_path / "unseen.vcf"
+    vcf.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CmxError) as error:
+        finetune.run(_config(root, tmp_path / "ft", vcf=str(vcf), group_field="TISSUE"))
+    check_user_error(error.value, "c", "training never sees")
+    assert not (tmp_path / "ft").exists()

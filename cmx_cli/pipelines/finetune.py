@@ -152,6 +152,12 @@ def _split(config: FinetuneConfig, data: LabelledVariants) -> _Split:
             f"{data.source}: the training variants all have label "
             f"{', '.join(map(str, sorted(train_labels))) or '(none)'}; a classifier needs both 0 and 1",
             "label both classes, or hold out fewer contigs")
+    train_groups = {data.variants[i].group for i, s in enumerate(splits) if s == "train"}
+    unseen = sorted({variant.group for variant in data.variants} - train_groups)
+    if unseen:
+        raise CmxError(f"{data.source}: held-out variants in groups that training never sees: "
+                       f"{', '.join(unseen)}",
+                       "add training variants of those groups, or hold out other contigs")
     return _Split(data, splits, group_names, groups, labels)
 
 
