@@ -325,7 +325,8 @@ def _contig_list(ctx, param, values) -> tuple:
 @click.option("--region", "regions", multiple=True, metavar="CHROM[:START-END]",
               help="Read only this region of the VCF (needs an index); repeatable.")
 @click.option("--contig-map", type=click.Path(exists=True, dir_okay=False),
-              help="TSV of VCF contig name and FASTA contig name (chr1/1 and chrM/MT are automatic).")
+              help="TSV of VCF contig name and FASTA contig name (chr1/1 and chrM/MT are "
+                   "automatic).")
 @click.option("--ref-mismatch", type=click.Choice(["error", "warn", "skip"]), default="skip",
               show_default=True, help="What to do when REF disagrees with the FASTA.")
 @click.option("--window", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -350,7 +351,8 @@ def _contig_list(ctx, param, values) -> tuple:
 @click.option("--rc/--no-rc", default=True, show_default=True,
               help="Read a random half of each training batch on the reverse strand.")
 @click.option("--max-len", type=click.IntRange(min=1),
-              help="Without --init: longest window the encoder is sized for. [default: the longest window]")
+              help="Without --init: longest window the encoder is sized for. "
+                   "[default: the longest window]")
 @click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Without --init: encoder channels per track.")
 @click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
@@ -511,7 +513,8 @@ def predict(input_path: str, model: str, output: str, rc: bool, label_regex, lab
                 vcf=input_path, reference=reference, model=model, output=output, tsv=tsv,
                 regions=tuple(regions), window=window, ref_mismatch=ref_mismatch,
                 contig_map=contig_map, split_multiallelic=split_multiallelic, info_id=info_id,
-                average_strands=rc, group_field=group_field, group=group, max_tokens=max_tokens, device=device, precision=precision,
+                average_strands=rc, group_field=group_field, group=group, max_tokens=max_tokens,
+                device=device, precision=precision,
                 command=" ".join(["cmx"] + [shlex.quote(a) for a in sys.argv[1:]])),
             Reporter(quiet))
         return

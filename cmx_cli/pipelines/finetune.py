@@ -25,7 +25,8 @@ from cmx_cli.runtime import resolve_device, resolve_precision, seeded
 from cmx_cli.training.checkpoint import Checkpoint, load_checkpoint
 from cmx_cli.training.loop import FitResult, TrainingSettings, fit
 from cmx_cli.training.pretrained import freeze_, load_encoder
-from cmx_cli.training.run_dir import CONFIG_NAME, METRICS_NAME, check_run_dir, resume_state_, write_json
+from cmx_cli.training.run_dir import (
+    CONFIG_NAME, METRICS_NAME, check_run_dir, closing_line, resume_state_, write_json)
 from cmx_cli.training.run_dir import read_config as read_run_config
 from cmx_cli.training.variant_classification import (
     KIND, VariantTask, binary_metrics, predict_variant_probabilities)
@@ -277,7 +278,9 @@ def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
                 "cmx": metrics["model"][f"{report_split}_by_group"][group],
                 f"±{config.flank} bp baseline":
                     metrics["flank_baseline"][f"{report_split}_by_group"][group]}))
-    summary = _summarise(metrics, report_split, result, run_dir, time.monotonic() - started)
+    summary = closing_line("cmx finetune", metrics, report_split, "flank_baseline",
+                           "flank baseline", "variants", result, run_dir,
+                           time.monotonic() - started)
     reporter.summary(summary)
     return FinetuneResult(run_dir, metrics, summary)
 
@@ -313,20 +316,6 @@ def _metrics(split: _Split, parts: dict, scores: dict, result: FitResult, model,
                     group: binary_metrics(labels[groups == g], probabilities[groups == g])
                     for g, group in enumerate(split.group_names)}
     return metrics
-
-
-def _summarise(metrics: dict, split: str, result: FitResult, run_dir: Path, seconds: float) -> str:
-    model, baseline = metrics["model"].get(split), metrics["flank_baseline"].get(split)
-
-    def auc(values):
-        return "n/a" if not values or values["roc_auc"] is None else f"{values['roc_auc']:.3f}"
-
-    held_out = ("no held-out variants" if model is None else
-                f"{split} ROC-AUC {auc(model)} (flank baseline {auc(baseline)}) on "
-                f"{model['n']:,} variants")
-    return (f"cmx finetune: {held_out}; best epoch {result.best_epoch} of "
-            f"{result.epochs_completed}, stopped by {result.stopped_because}; "
-            f"{seconds:.0f} s; run in {run_dir}")
 
 
 def read_config(run_dir: Path) -> FinetuneConfig:

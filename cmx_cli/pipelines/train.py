@@ -44,6 +44,7 @@ from cmx_cli.training.run_dir import (
     CONFIG_NAME,
     METRICS_NAME,
     check_run_dir,
+    closing_line,
     resume_state_,
     write_json,
 )
@@ -318,7 +319,9 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
     write_json(run_dir / METRICS_NAME, metrics)
     reporter.warnings_saved_to = str(run_dir / METRICS_NAME)
 
-    summary = _summarise(metrics, report_split, result, run_dir, time.monotonic() - started)
+    summary = closing_line("cmx train", metrics, report_split, "kmer_baseline",
+                           "k-mer baseline", "sequences", result, run_dir,
+                           time.monotonic() - started)
     if report_split in evaluation:
         reporter.table(metrics_table(
             f"{report_split} set",
@@ -328,22 +331,6 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
                                     metrics["model"][f"{report_split}_by_length"]))
     reporter.summary(summary)
     return TrainResult(run_dir, metrics, summary)
-
-
-def _summarise(metrics: dict, split: str, result, run_dir: Path, seconds: float) -> str:
-    model, baseline = metrics["model"].get(split), metrics["kmer_baseline"].get(split)
-
-    def auc(values):
-        return "n/a" if not values or values["roc_auc"] is None else f"{values['roc_auc']:.3f}"
-
-    if model is None:
-        held_out = "no held-out data"
-    else:
-        held_out = (f"{split} ROC-AUC {auc(model)} (k-mer baseline {auc(baseline)}) "
-                    f"on {model['n']} sequences")
-    return (f"cmx train: {held_out}; best epoch {result.best_epoch} of "
-            f"{result.epochs_completed}, stopped by {result.stopped_because}; "
-            f"{seconds:.0f} s; run in {run_dir}")
 
 
 def read_config(run_dir: Path) -> TrainConfig:

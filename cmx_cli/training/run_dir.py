@@ -73,3 +73,32 @@ def resume_state_(model: nn.Module, run_dir: Path, kind: str) -> Optional[dict]:
     last = load_checkpoint(run_dir, kind, name=LAST)
     model.load_state_dict(last.state_dict)
     return last.training_state
+
+
+def closing_line(command: str, metrics: dict, split: str, baseline_key: str,
+                 baseline_name: str, unit: str, result, run_dir: Path, seconds: float) -> str:
+    """The summary line of a supervised run: held-out ROC-AUC beside its baseline, and how
+    training went.
+
+    Args:
+        command: e.g. ``cmx train``.
+        metrics: The run's metrics.json content, with ``model`` and ``baseline_key`` entries.
+        split: The held-out split reported (``test`` or ``val``).
+        baseline_key: The baseline's key in ``metrics``.
+        baseline_name: How the line names the baseline.
+        unit: What was scored (``sequences``, ``variants``).
+        result: The :class:`~cmx_cli.training.loop.FitResult`.
+        run_dir: The run directory.
+        seconds: Wall time of the whole run.
+    """
+    model, baseline = metrics["model"].get(split), metrics[baseline_key].get(split)
+
+    def auc(values: Optional[dict]) -> str:
+        return "n/a" if not values or values["roc_auc"] is None else f"{values['roc_auc']:.3f}"
+
+    held_out = (f"no held-out {unit}" if model is None else
+                f"{split} ROC-AUC {auc(model)} ({baseline_name} {auc(baseline)}) on "
+                f"{model['n']:,} {unit}")
+    return (f"{command}: {held_out}; best epoch {result.best_epoch} of "
+            f"{result.epochs_completed}, stopped by {result.stopped_because}; "
+            f"{seconds:.0f} s; run in {run_dir}")
