@@ -208,6 +208,11 @@ def test_groups_get_their_own_outputs_and_metrics(dataset, tmp_path):
             model=str(tmp_path / "ft"), output=str(tmp_path / "x.tsv"), tsv=True, group="z",
             device="cpu"))
     check_user_error(error.value, "z", "a, b")
+    # Records without the group field are kept, unscored, and counted.
+    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+        vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"),
+        model=str(tmp_path / "ft"), output=str(tmp_path / "none.vcf"), device="cpu"))
+    assert summary.outcomes == {"no_group": 900} and summary.written_records == 900
 
 
 def test_default_split_keeps_window_blocks_whole(dataset, tmp_path):
