@@ -15,6 +15,7 @@ scatter-add (atomics on CUDA) that autograd would use for ``index_select``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -72,21 +73,56 @@ class _RowPermutation(torch.autograd.Function):
         return rows.index_select(0, inverse).view(grad_output.shape), None, None, None
 
 
+def _roll_tracks(x: torch.Tensor, shifts: tuple[int, ...], track_size: int) -> torch.Tensor:
+    """Rotate the tracks of one sequence: track k's rows j take rows (j + shifts[k]) mod L.
+
+    Two slice copies per track (``torch.roll`` without its index arithmetic).
+    """
+    length = x.shape[0]
+    out = torch.empty_like(x)
+    source = x.view(length, len(shifts), track_size)
+    target = out.view(length, len(shifts), track_size)
+    for track, shift in enumerate(shifts):
+        shift %= length
+        target[:length - shift, track] = source[shift:, track]
+        target[length - shift:, track] = source[:shift, track]
+    return out
+
+
+class _TrackRoll(torch.autograd.Function):
+    """One sequence's rotation by slice copies; backward rolls the other way."""
+
+    @staticmethod
+    def forward(ctx, x, shifts, track_size):  # noqa: D102 - autograd protocol
+        ctx.shifts, ctx.track_size = shifts, track_size
+        return _roll_tracks(x, shifts, track_size)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: D102 - autograd protocol
+        inverse = tuple(-shift for shift in ctx.shifts)
+        return _roll_tracks(grad_output.contiguous(), inverse, ctx.track_size), None, None
+
+
 @dataclass(frozen=True)
 class RotationPlan:
     """Everything the blocks need about one packed batch, built once per batch.
 
+    A batch of one sequence takes a fast path instead: two slice copies per track, with no
+    index at all.
+
     Attributes:
         offsets: (B+1,) int64 sequence boundaries.
         track_size: Channels per track.
-        source_rows: (T·n_tracks,) int64 forward permutation of rows.
-        inverse_rows: (T·n_tracks,) int64 its inverse, used in backward.
+        source_rows: (T·n_tracks,) int64 forward permutation of rows (None for one sequence).
+        inverse_rows: (T·n_tracks,) int64 its inverse, used in backward (None for one sequence).
+        single_shifts: The tracks' shifts when the batch is one sequence, else None.
     """
 
     offsets: torch.Tensor
     track_size: int
-    source_rows: torch.Tensor
-    inverse_rows: torch.Tensor
+    source_rows: Optional[torch.Tensor]
+    inverse_rows: Optional[torch.Tensor]
+    single_shifts: Optional[tuple[int, ...]] = None
 
     @classmethod
     def build(cls, offsets: torch.Tensor, n_tracks: int, track_size: int) -> "RotationPlan":
@@ -97,6 +133,9 @@ class RotationPlan:
             n_tracks: Number of tracks.
             track_size: Channels per track.
         """
+        if offsets.numel() == 2:
+            shifts = tuple([0] + [2 ** (k - 1) for k in range(1, n_tracks)])
+            return cls(offsets, track_size, None, None, shifts)
         source = rotation_source_rows(offsets, n_tracks)
         inverse = torch.empty_like(source)
         inverse[source] = torch.arange(source.numel(), device=source.device)
@@ -111,6 +150,8 @@ class RotationPlan:
         Returns:
             (T, d) rotated activations.
         """
+        if self.single_shifts is not None:
+            return _TrackRoll.apply(x, self.single_shifts, self.track_size)
         return _RowPermutation.apply(x, self.source_rows, self.inverse_rows, self.track_size)
 
 

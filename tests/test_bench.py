@@ -43,6 +43,7 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
     assert report["speedup_over_reference"] > 0
     kernels = report["kernels"]
     assert kernels["rotation_share_of_copy"] > 0 and kernels["mlp_share_of_matmul"] > 0
+    assert kernels["single_rotation_share_of_copy"] > 0
 
 
 def test_bad_lengths_are_a_usage_error():

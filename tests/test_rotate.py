@@ -62,9 +62,10 @@ def test_rotation_matches_reference_for_random_lengths(lengths, n_tracks, track_
     assert torch.equal(plan.rotate(x), rotate_reference(x, offsets, n_tracks, track_size))
 
 
-def test_backward_is_the_inverse_rotation(device):
-    lengths = [5, 1, 12, 3]
-    n_tracks, track_size = 5, 2
+@pytest.mark.parametrize("lengths", [[5, 1, 12, 3], [12], [1], [300]])
+def test_backward_is_the_inverse_rotation(device, lengths):
+    # One sequence takes the slice-copy fast path; several take the packed permutation.
+    n_tracks, track_size = 5 if lengths != [300] else 12, 2
     offsets = _offsets(lengths).to(device)
     x = torch.randn(sum(lengths), n_tracks * track_size, device=device, requires_grad=True)
     upstream = torch.randn_like(x)
@@ -84,3 +85,10 @@ def test_huge_shift_does_not_overflow():
     # Track 40 shifts by 2^39: reduce modulo L before adding the position.
     rows = rotation_source_rows(_offsets([3]), 41)
     assert rows.min() >= 0 and rows.max() < 3 * 41
+
+
+def test_one_sequence_takes_the_fast_path_and_a_huge_shift_wraps():
+    plan = RotationPlan.build(_offsets([3]), 41, 2)
+    assert plan.source_rows is None and plan.single_shifts[40] == 2**39
+    x = torch.randn(3, 82)
+    assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([3]), 41, 2))

@@ -14,7 +14,8 @@ The cases:
   per sequence and per track, in a Python loop): the speed-up is the ratio of the two;
 * a dot-product attention baseline (:class:`models.Transformer`, the same width and depth)
   on the same batches, until a case runs out of memory or past ``attention_seconds``;
-* the rotation alone, in GB/s (bytes read + written), beside a plain copy of the same tensor;
+* the rotation alone, in GB/s (bytes read + written), of the packed batch and of the same
+  tokens as one sequence (the slice-copy fast path), beside a plain copy of the same tensor;
 * the MLP of one block alone, in FLOP/s, beside plain matrix products of the same shapes, and
   the whole training step's FLOP/s as a share of the matrix-product rate.
 """
@@ -169,6 +170,9 @@ def _case_kernels(config: BenchConfig, lengths: list[int]) -> dict:
     plan = RotationPlan.build(offsets, trunk.n_tracks, trunk.track_size)
     moved = 2.0 * x.numel() * x.element_size()  # read + write
     rotate = _timed(lambda: plan.rotate(x), config.repeats * 5, device)
+    single = RotationPlan.build(torch.tensor([0, x.shape[0]], device=device), trunk.n_tracks,
+                                trunk.track_size)  # the same tokens as one sequence
+    rotate_single = _timed(lambda: single.rotate(x), config.repeats * 5, device)
     copy = _timed(lambda: x.clone(), config.repeats * 5, device)
     torch.manual_seed(config.seed)
     mix = torch.nn.Sequential(torch.nn.Linear(trunk.d_model, trunk.hidden_size), torch.nn.GELU(),
@@ -180,6 +184,7 @@ def _case_kernels(config: BenchConfig, lengths: list[int]) -> dict:
         mlp = _timed(lambda: mix(x), config.repeats * 5, device)
         matmul = _timed(lambda: (x @ first) @ second, config.repeats * 5, device)
     return {"tokens": int(x.shape[0]), "rotation_gb_per_second": moved / rotate / 1e9,
+            "single_rotation_gb_per_second": moved / rotate_single / 1e9,
             "copy_gb_per_second": moved / copy / 1e9, "mlp_flops_per_second": flops / mlp,
             "matmul_flops_per_second": flops / matmul}
 
@@ -269,6 +274,8 @@ def _add_ratios(results: dict) -> None:
     if "rotation_gb_per_second" in kernels:
         kernels["rotation_share_of_copy"] = (
             kernels["rotation_gb_per_second"] / kernels["copy_gb_per_second"])
+        kernels["single_rotation_share_of_copy"] = (
+            kernels["single_rotation_gb_per_second"] / kernels["copy_gb_per_second"])
         kernels["mlp_share_of_matmul"] = (
             kernels["mlp_flops_per_second"] / kernels["matmul_flops_per_second"])
         if "flops_per_second" in packed_train:
@@ -300,7 +307,7 @@ def bench_tables(results: dict) -> list[Table]:
             else:
                 cells += [f"{measured['tokens_per_second']:,.0f}", _gib(measured["peak_bytes"])]
         table.add_row(*cells)
-    limits = Table(title="Against the hardware's limits (packed batch)")
+    limits = Table(title="Against the hardware's limits (packed batch of the table's last row)")
     limits.add_column("measure")
     limits.add_column("cmx", justify="right")
     limits.add_column("limit", justify="right")
@@ -310,6 +317,10 @@ def bench_tables(results: dict) -> list[Table]:
         limits.add_row("rotation vs copy (GB/s)", f"{kernels['rotation_gb_per_second']:.1f}",
                        f"{kernels['copy_gb_per_second']:.1f}",
                        f"{kernels['rotation_share_of_copy']:.0%}")
+        limits.add_row("rotation of one sequence vs copy (GB/s)",
+                       f"{kernels['single_rotation_gb_per_second']:.1f}",
+                       f"{kernels['copy_gb_per_second']:.1f}",
+                       f"{kernels['single_rotation_share_of_copy']:.0%}")
         limits.add_row("block MLP vs matmul (GFLOP/s)", f"{kernels['mlp_flops_per_second'] / 1e9:.1f}",
                        f"{kernels['matmul_flops_per_second'] / 1e9:.1f}",
                        f"{kernels['mlp_share_of_matmul']:.0%}")
