@@ -78,6 +78,7 @@ def _roll_tracks(x: torch.Tensor, shifts: tuple[int, ...], track_size: int) -> t
 
     Two slice copies per track (``torch.roll`` without its index arithmetic).
     """
+    x = x.contiguous()  # no copy when it already is
     length = x.shape[0]
     out = torch.empty_like(x)
     source = x.view(length, len(shifts), track_size)
@@ -100,7 +101,7 @@ class _TrackRoll(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):  # noqa: D102 - autograd protocol
         inverse = tuple(-shift for shift in ctx.shifts)
-        return _roll_tracks(grad_output.contiguous(), inverse, ctx.track_size), None, None
+        return _roll_tracks(grad_output, inverse, ctx.track_size), None, None
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,9 @@ def test_one_sequence_takes_the_fast_path_and_a_huge_shift_wraps():
     assert plan.source_rows is None and plan.single_shifts[40] == 2**39
     x = torch.randn(3, 82)
     assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([3]), 41, 2))
+
+
+def test_one_sequence_rotation_accepts_a_non_contiguous_tensor():
+    x = torch.randn(4 * 3, 50).t()  # (50, 12), transposed: not contiguous
+    plan = RotationPlan.build(_offsets([50]), 4, 3)
+    assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([50]), 4, 3))
