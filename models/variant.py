@@ -90,28 +90,23 @@ def span_mask(offsets: torch.Tensor, spans: torch.Tensor, total: int) -> torch.T
     return (relative >= spans[sequence_of_token, 0]) & (relative < spans[sequence_of_token, 1])
 
 
-def span_mean(features: torch.Tensor, offsets: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-    """Mean of each sequence's features over its marked positions (float32).
+def span_mean(features: torch.Tensor, inside: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+    """Mean of each sequence's features over its span (float32).
+
+    The marked positions of a packed batch are each sequence's span, in order, so they form
+    a packed batch of their own: its mean pool is the span mean.
 
     Args:
         features: (T, d) packed features.
-        offsets: (B+1,) int64 boundaries.
-        inside: (T,) bool marks; every sequence has at least one.
+        inside: (T,) bool, :func:`span_mask` of ``spans``.
+        spans: (B, 2) int64 half-open spans, each non-empty and inside its sequence.
 
     Returns:
         (B, d) float32 means.
     """
-    lengths = offsets[1:] - offsets[:-1]
-    sequence_of_token = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=features.device), lengths,
-        output_size=features.shape[0])  # (T,)
-    sums = torch.zeros(lengths.numel(), features.shape[1], device=features.device,
-                       dtype=torch.float32)  # (B, d)
-    sums.index_add_(0, sequence_of_token[inside], features[inside].float())
-    counts = torch.zeros(lengths.numel(), device=features.device, dtype=torch.float32)
-    counts.index_add_(0, sequence_of_token[inside], torch.ones_like(sequence_of_token[inside],
-                                                                     dtype=torch.float32))
-    return sums / counts.clamp_min(1.0)[:, None]
+    span_offsets = torch.zeros(spans.shape[0] + 1, dtype=torch.int64, device=spans.device)
+    torch.cumsum(spans[:, 1] - spans[:, 0], dim=0, out=span_offsets[1:])
+    return mean_pool(features[inside], span_offsets)
 
 
 def _pair_features(ref: torch.Tensor, alt: torch.Tensor) -> torch.Tensor:
@@ -160,7 +155,7 @@ class VariantClassifier(nn.Module):
         n_variants = pooled.shape[0] // 2
         combined = _pair_features(pooled[:n_variants], pooled[n_variants:])
         if self.config.site_features:
-            site = span_mean(features, offsets, inside)  # (2B, d)
+            site = span_mean(features, inside, spans)  # (2B, d)
             combined = torch.cat(
                 [combined, _pair_features(site[:n_variants], site[n_variants:])], dim=1)
         return self.head(combined).float()

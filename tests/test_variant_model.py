@@ -44,8 +44,10 @@ def test_span_mask_marks_each_sequence_span():
 def test_span_mean_averages_the_marked_rows_only():
     features = torch.arange(12, dtype=torch.float32).reshape(6, 2)
     offsets = torch.tensor([0, 4, 6])
-    inside = torch.tensor([False, True, True, False, False, True])
-    means = span_mean(features, offsets, inside)
+    spans = torch.tensor([[1, 3], [1, 2]])
+    inside = span_mask(offsets, spans, 6)
+    assert inside.tolist() == [False, True, True, False, False, True]
+    means = span_mean(features, inside, spans)
     assert torch.allclose(means, torch.tensor([[3.0, 4.0], [10.0, 11.0]]))
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmx_cli.alphabet import reverse_complement
-from cmx_cli.data.batching import make_batches
+from cmx_cli.data.batching import make_batches, pack
 from cmx_cli.errors import CmxError
 from cmx_cli.metrics import classification_metrics
 from cmx_cli.runtime import autocast
@@ -55,13 +55,9 @@ def pack_pairs(windows: Sequence[AlleleWindow], flips: Sequence[bool]
     """
     ref = [_strand(w.ref_tokens, w.ref_span, flip) for w, flip in zip(windows, flips)]
     alt = [_strand(w.alt_tokens, w.alt_span, flip) for w, flip in zip(windows, flips)]
-    sequences = [tokens for tokens, _ in ref + alt]
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    tokens = torch.from_numpy(np.concatenate(sequences).astype(np.int64))  # (T,)
+    tokens, offsets = pack([sequence for sequence, _ in ref + alt])  # (T,), (2B+1,)
     spans = torch.tensor([span for _, span in ref + alt], dtype=torch.int64)  # (2B, 2)
-    return tokens, torch.from_numpy(offsets), spans
+    return tokens, offsets, spans
 
 
 def group_logits(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
