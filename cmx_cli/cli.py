@@ -1,6 +1,7 @@
 """The `cmx` command: parse and validate flags, then call a pipeline (STYLE.md rule 4)."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -104,6 +105,19 @@ def check_init_options(ctx: click.Context, options: dict) -> None:
                 f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
 
 
+def run_training(pipeline, config, quiet: bool, resume: bool = False) -> None:
+    """Run a training pipeline in this process; under torchrun, as one of its processes
+    (only rank 0 prints)."""
+    from cmx_cli.training import distributed
+
+    processes = distributed.start(config.device)
+    try:
+        pipeline.run(config, Reporter(quiet or not processes.is_main), resume=resume,
+                     processes=processes)
+    finally:
+        distributed.stop()
+
+
 def run_options(what: str):
     """--out and --resume of a training command; ``what`` lists the run directory's files."""
     def decorate(command):
@@ -191,10 +205,9 @@ def train(ctx: click.Context, **options) -> None:
     """
     from cmx_cli.pipelines import train as pipeline
 
-    reporter = Reporter(options["quiet"])
     out = options["out"]
     if options["resume"]:
-        pipeline.run(resumed_config(ctx, options, pipeline), reporter, resume=True)
+        run_training(pipeline, resumed_config(ctx, options, pipeline), options["quiet"], resume=True)
         return
     if not options["fasta"]:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
@@ -213,7 +226,7 @@ def train(ctx: click.Context, **options) -> None:
         kmer_k=options["kmer_k"], init=options["init"], freeze_encoder=options["freeze_encoder"],
         device=options["device"], precision=options["precision"],
         training=training_settings(options))
-    pipeline.run(config, reporter)
+    run_training(pipeline, config, options["quiet"])
 
 
 
@@ -279,9 +292,8 @@ def pretrain(ctx: click.Context, **options) -> None:
     from cmx_cli.pipelines import pretrain as pipeline
     from cmx_cli.training.masked_bases import MaskingSettings
 
-    reporter = Reporter(options["quiet"])
     if options["resume"]:
-        pipeline.run(resumed_config(ctx, options, pipeline), reporter, resume=True)
+        run_training(pipeline, resumed_config(ctx, options, pipeline), options["quiet"], resume=True)
         return
     if not options["fasta"]:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
@@ -302,7 +314,7 @@ def pretrain(ctx: click.Context, **options) -> None:
         max_tokens=options["max_tokens"], markov_order=options["markov_order"],
         device=options["device"], precision=options["precision"],
         training=training_settings(options))
-    pipeline.run(config, reporter)
+    run_training(pipeline, config, options["quiet"])
 
 
 def _contig_list(ctx, param, values) -> tuple:
@@ -359,6 +371,8 @@ def _contig_list(ctx, param, values) -> tuple:
               help="Without --init: hidden width of each encoder block's MLP.")
 @click.option("--head-hidden", type=click.IntRange(min=1), default=128, show_default=True,
               help="Hidden width of the classifier on the pooled features.")
+@click.option("--head-dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Dropout before the classifier's last layer.")
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Without --init: dropout inside each encoder block's MLP.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32768, show_default=True,
@@ -384,9 +398,8 @@ def finetune(ctx: click.Context, **options) -> None:
     """
     from cmx_cli.pipelines import finetune as pipeline
 
-    reporter = Reporter(options["quiet"])
     if options["resume"]:
-        pipeline.run(resumed_config(ctx, options, pipeline), reporter, resume=True)
+        run_training(pipeline, resumed_config(ctx, options, pipeline), options["quiet"], resume=True)
         return
     if (options["label_field"] is None) == (options["labels_table"] is None):
         raise click.UsageError("give the labels with one of --label-field KEY (with --vcf) "
@@ -407,10 +420,11 @@ def finetune(ctx: click.Context, **options) -> None:
         freeze_encoder=options["freeze_encoder"], site_features=options["site_features"],
         marker=options["marker"], reverse_complement=options["rc"], max_len=options["max_len"],
         track_size=options["track_size"], hidden_size=options["hidden_size"],
-        head_hidden=options["head_hidden"], dropout=options["dropout"],
+        head_hidden=options["head_hidden"], head_dropout=options["head_dropout"],
+        dropout=options["dropout"],
         max_tokens=options["max_tokens"], flank=options["flank"], device=options["device"],
         precision=options["precision"], training=training_settings(options))
-    pipeline.run(config, reporter)
+    run_training(pipeline, config, options["quiet"])
 
 
 @cli.command()
@@ -614,12 +628,18 @@ def demo(out: Path, device: str, quiet: bool) -> None:
 def main() -> None:
     """Entry point: run the CLI, turning errors into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]
+    # Under torchrun every process reports its own errors; rank 0's stay unmarked.
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+    rank_prefix = "" if rank == "0" else f"[rank {rank}] "
     try:
         cli.main(standalone_mode=False)
     except click.ClickException as error:
         if debug:
             raise
-        error.show()
+        if rank_prefix:
+            click.echo(f"{rank_prefix}Error: {error.format_message()}", err=True)
+        else:
+            error.show()
         sys.exit(error.exit_code)
     except click.exceptions.Exit as error:
         sys.exit(error.exit_code)
@@ -630,12 +650,12 @@ def main() -> None:
         command = next((word for word in sys.argv[1:] if not word.startswith("-")), "train")
         hint = (f"continue with `cmx {command} --resume --out {error.run_dir}`" if error.epoch
                 else "start the run again")
-        click.echo(f"Interrupted: {error}. Hint: {hint}.", err=True)
+        click.echo(f"{rank_prefix}Interrupted: {error}. Hint: {hint}.", err=True)
         sys.exit(130)
     except Exception as error:  # noqa: BLE001 - last line of defence against tracebacks
         if debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
-        click.echo(f"Error: internal error: {type(error).__name__}: {message}. Hint: rerun with "
+        click.echo(f"{rank_prefix}Error: internal error: {type(error).__name__}: {message}. Hint: rerun with "
                    "--debug for the traceback and report it.", err=True)
         sys.exit(1)

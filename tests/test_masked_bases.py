@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from cmx_cli.data.masking import MaskedSequence
 from cmx_cli.data.segments import PretrainSequence
-from cmx_cli.training.masked_bases import MaskedBaseTask, MaskingSettings, pack_masked
+from cmx_cli.training.masked_bases import MaskedBaseTask, MaskingSettings
 from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
 
 
@@ -30,8 +30,9 @@ def test_loss_covers_selected_positions_with_lowercase_weights(lowercase_weight)
     corruption[selected] = 1
     sequence = PretrainSequence(tokens, lowercase, "test")
     settings = MaskingSettings(rate=0.3, lowercase_weight=lowercase_weight)
-    batch = pack_masked([sequence], [MaskedSequence(inputs, targets, corruption)], settings, [0])
-    loss = _task(settings).loss(model, batch, torch.device("cpu"))
+    terms = _task(settings).loss(model, [(sequence, MaskedSequence(inputs, targets, corruption))],
+                                 torch.device("cpu"))
+    loss = terms.total / terms.weight
 
     with torch.no_grad():
         logits = model(torch.from_numpy(inputs.astype(np.int64)), torch.tensor([0, 10]))

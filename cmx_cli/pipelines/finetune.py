@@ -21,8 +21,9 @@ from cmx_cli.data.split import SPLITS, contig_split, read_split, stratified_grou
 from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.metrics import metrics_table
-from cmx_cli.runtime import resolve_device, resolve_precision, seeded
+from cmx_cli.runtime import resolve_precision, seeded
 from cmx_cli.training.checkpoint import Checkpoint, load_checkpoint
+from cmx_cli.training.distributed import SINGLE, Processes
 from cmx_cli.training.loop import FitResult, TrainingSettings, fit
 from cmx_cli.training.pretrained import freeze_, load_encoder
 from cmx_cli.training.run_dir import (
@@ -64,6 +65,7 @@ class FinetuneConfig:
     track_size: int = 16
     hidden_size: int = 128
     head_hidden: int = 128
+    head_dropout: float = 0.1
     dropout: float = 0.1
     max_tokens: int = 32768
     flank: int = 5
@@ -174,14 +176,16 @@ def _trunk_config(config: FinetuneConfig, longest: int, reporter: Reporter
     return trunk, state
 
 
-def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
-        resume: bool = False) -> FinetuneResult:
+def run(config: FinetuneConfig, reporter: Optional[Reporter] = None, resume: bool = False,
+        processes: Processes = SINGLE) -> Optional[FinetuneResult]:
     """Fine-tune a variant classifier and evaluate it beside the flank baseline.
 
     Args:
         config: The run's settings.
         reporter: Where people-facing output goes (silent by default).
         resume: Continue the run in ``config.out`` from its ``last.pt``.
+        processes: The training processes under ``torchrun``; only rank 0 writes the run
+            directory, evaluates and returns a result (the others return None).
 
     Returns:
         A :class:`FinetuneResult` with the metrics written to ``metrics.json``.
@@ -189,7 +193,8 @@ def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
     reporter = reporter or Reporter(quiet=True)
     started = time.monotonic()
     run_dir = check_run_dir(Path(config.out), resume)
-    device = resolve_device(config.device)
+    processes.barrier()  # every process has checked --out before rank 0 creates it
+    device = processes.device(config.device)
     precision = resolve_precision(config.precision, device)
     with ReferenceGenome(Path(config.reference), config.contig_map) as reference, \
             reporter.progress("Reading variants", None, unit="record") as progress:
@@ -207,7 +212,7 @@ def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
         if saved != {(s, n): part for s, n, part in zip(sources, names, split.splits)}:
             raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's split",
                            "resume with the same variants and reference, or start a new run.")
-    else:
+    elif processes.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_split(run_dir / SPLIT_NAME, names, sources, split.labels.tolist(), split.splits)
         write_json(run_dir / CONFIG_NAME, config.to_dict())
@@ -228,7 +233,7 @@ def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
     trunk, encoder_state = _trunk_config(config, longest, reporter)
     model_config = VariantClassifierConfig(
         trunk, n_groups=len(split.group_names), site_features=config.site_features,
-        marker=config.marker, head_hidden=config.head_hidden)
+        marker=config.marker, head_hidden=config.head_hidden, head_dropout=config.head_dropout)
     with seeded(config.training.seed):
         model = VariantClassifier(model_config)
     if encoder_state is not None and not resume:
@@ -250,7 +255,9 @@ def run(config: FinetuneConfig, reporter: Optional[Reporter] = None,
     task = VariantTask(*pick(parts["train"]), *pick(parts["val"]), config.max_tokens, device,
                        precision, config.reverse_complement)
     result = fit(model, task, config.training, run_dir, device, precision, reporter,
-                 make_checkpoint, resume_state)
+                 make_checkpoint, resume_state, processes)
+    if not processes.is_main:
+        return None
     model.load_state_dict(load_checkpoint(run_dir, KIND).state_dict)
 
     baseline_started = time.monotonic()

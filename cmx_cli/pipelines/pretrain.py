@@ -22,8 +22,9 @@ from cmx_cli.errors import CmxError
 from cmx_cli.io.output import atomic_output
 from cmx_cli.mlm_baselines import MarkovModel, UnigramModel, evaluate_baseline
 from cmx_cli.mlm_metrics import mlm_table
-from cmx_cli.runtime import resolve_device, resolve_precision, seeded
+from cmx_cli.runtime import resolve_precision, seeded
 from cmx_cli.training.checkpoint import Checkpoint, load_checkpoint
+from cmx_cli.training.distributed import SINGLE, Processes
 from cmx_cli.training.loop import TrainingSettings, fit
 from cmx_cli.training.masked_bases import KIND, MaskedBaseTask, MaskingSettings, evaluate_masked
 from cmx_cli.training.run_dir import (
@@ -123,14 +124,16 @@ def load_baselines(run_dir: Path) -> tuple[UnigramModel, MarkovModel]:
     return unigram, markov
 
 
-def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
-        resume: bool = False) -> PretrainResult:
+def run(config: PretrainConfig, reporter: Optional[Reporter] = None, resume: bool = False,
+        processes: Processes = SINGLE) -> Optional[PretrainResult]:
     """Pretrain an encoder-decoder by masked-base modelling.
 
     Args:
         config: The run's settings.
         reporter: Where people-facing output goes.
         resume: Continue the run in ``config.out`` from its ``last.pt``.
+        processes: The training processes under ``torchrun``; only rank 0 writes the run
+            directory, evaluates and returns a result (the others return None).
 
     Returns:
         A :class:`PretrainResult` with the metrics written to ``metrics.json``.
@@ -138,7 +141,8 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
     reporter = reporter or Reporter(quiet=True)
     started = time.monotonic()
     run_dir = check_run_dir(Path(config.out), resume)
-    device = resolve_device(config.device)
+    processes.barrier()  # every process has checked --out before rank 0 creates it
+    device = processes.device(config.device)
     precision = resolve_precision(config.precision, device)
     plan = plan_sources([Path(p) for p in config.fasta], [Path(p) for p in config.val_fasta],
                         config.val_fraction, config.sample, config.max_length, config.training.seed)
@@ -147,8 +151,8 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
                                  config.reverse_complement)
     validation = make_sampler(plan, "validation", config.min_length, config.max_n).validation_set(
         config.validation_tokens, seed=config.training.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if processes.is_main and not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG_NAME, config.to_dict())
 
     encoder = ChordMixerConfig(max_len=config.max_length, track_size=config.track_size,
@@ -172,7 +176,9 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None,
     task = MaskedBaseTask(draw_training, validation, config.masking, config.max_tokens,
                           device, precision, config.training.seed)
     result = fit(model, task, config.training, run_dir, device, precision, reporter,
-                 make_checkpoint, resume_state)
+                 make_checkpoint, resume_state, processes)
+    if not processes.is_main:
+        return None
 
     # Baselines see the same training sources the model saw.
     baseline_started = time.monotonic()

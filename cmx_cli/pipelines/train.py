@@ -35,9 +35,10 @@ from cmx_cli.io.labels import (
 )
 from cmx_cli.kmer_baseline import KmerBaseline
 from cmx_cli.metrics import classification_metrics, length_table, metrics_by_length, metrics_table
-from cmx_cli.runtime import resolve_device, resolve_precision, seeded
+from cmx_cli.runtime import resolve_precision, seeded
 from cmx_cli.training.checkpoint import Checkpoint, load_checkpoint
 from cmx_cli.training.classification import KIND, ClassificationTask, predict_probabilities
+from cmx_cli.training.distributed import SINGLE, Processes
 from cmx_cli.training.loop import TrainingSettings, fit
 from cmx_cli.training.pretrained import freeze_, load_encoder
 from cmx_cli.training.run_dir import (
@@ -200,13 +201,16 @@ def _class_weights(labels: np.ndarray, n_classes: int, mode: str) -> Optional[to
     return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1.0)), dtype=torch.float32)
 
 
-def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool = False) -> TrainResult:
+def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool = False,
+        processes: Processes = SINGLE) -> Optional[TrainResult]:
     """Train a classifier and evaluate it beside the k-mer baseline.
 
     Args:
         config: The run's settings.
         reporter: Where people-facing output goes (silent by default).
         resume: Continue the run in ``config.out`` from its ``last.pt``.
+        processes: The training processes under ``torchrun``; only rank 0 writes the run
+            directory, evaluates and returns a result (the others return None).
 
     Returns:
         A :class:`TrainResult` with the metrics written to ``metrics.json``.
@@ -214,7 +218,8 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
     reporter = reporter or Reporter(quiet=True)
     started = time.monotonic()
     run_dir = check_run_dir(Path(config.out), resume)
-    device = resolve_device(config.device)
+    processes.barrier()  # every process has checked --out before rank 0 creates it
+    device = processes.device(config.device)
     precision = resolve_precision(config.precision, device)
     dataset = load_dataset(config, reporter)
     names, sources = dataset.sequences.names, dataset.sequences.sources
@@ -223,7 +228,7 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         if saved != {(s, n): split for s, n, split in zip(sources, names, dataset.splits)}:
             raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's split",
                            "resume with the same FASTA files, or start a new run.")
-    else:
+    elif processes.is_main:
         # Created only once the data have been read, so bad input leaves no empty run behind.
         run_dir.mkdir(parents=True, exist_ok=True)
         write_split(run_dir / SPLIT_NAME, names, sources, dataset.sequences.labels, dataset.splits)
@@ -271,7 +276,9 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
         _class_weights(train_y, n_classes, config.class_weights),
     )
     result = fit(model, task, config.training, run_dir, device, precision, reporter,
-                 make_checkpoint, resume_state)
+                 make_checkpoint, resume_state, processes)
+    if not processes.is_main:
+        return None
 
     best = load_checkpoint(run_dir, KIND)
     model.load_state_dict(best.state_dict)

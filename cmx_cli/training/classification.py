@@ -14,6 +14,7 @@ from cmx_cli.errors import CmxError
 from cmx_cli.metrics import classification_metrics
 from cmx_cli.training.checkpoint import Checkpoint, build_model
 from cmx_cli.training.inference import batched_outputs
+from cmx_cli.training.loop import LossTerms
 from models import ClassifierConfig, SequenceClassifier
 
 KIND = "classifier"
@@ -60,20 +61,23 @@ class ClassificationTask:
         self.precision = precision
         self.class_weights = None if class_weights is None else class_weights.to(device)
 
-    def epoch_batches(self, rng: np.random.Generator) -> list[list[int]]:
-        """Shuffled token-budget batches of training indices."""
-        return make_batches(self.train_lengths, self.max_tokens, shuffle=True, rng=rng)
+    def epoch_batches(self, rng: np.random.Generator, processes: int = 1) -> list[list[int]]:
+        """Shuffled batches of training indices, ``processes`` token budgets each."""
+        return make_batches(self.train_lengths, self.max_tokens * processes, shuffle=True, rng=rng)
 
-    def batch_tokens(self, batch: list[int]) -> int:
-        """Tokens in a batch."""
-        return sum(self.train_lengths[index] for index in batch)
+    def member_tokens(self, member: int) -> int:
+        """Tokens of a training sequence."""
+        return self.train_lengths[member]
 
-    def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> torch.Tensor:
-        """Weighted cross-entropy of one batch (mean over its sequences)."""
+    def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> LossTerms:
+        """Cross-entropy summed over the batch's sequences, weighted by class when asked."""
         tokens, offsets = pack([self.train_sequences[index] for index in batch])
         logits = model(tokens.to(device, non_blocking=True), offsets.to(device, non_blocking=True))
         targets = self.train_labels[batch].to(device)
-        return F.cross_entropy(logits.float(), targets, weight=self.class_weights)
+        total = F.cross_entropy(logits.float(), targets, weight=self.class_weights, reduction="sum")
+        if self.class_weights is None:
+            return LossTerms(total, torch.tensor(float(len(batch)), device=device))
+        return LossTerms(total, self.class_weights[targets].sum())
 
     def validate(self, model: nn.Module) -> Optional[dict]:
         """Validation loss and metrics; the score is ROC-AUC (minus loss when undefined)."""

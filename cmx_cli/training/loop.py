@@ -2,7 +2,8 @@
 early stopping, checkpoints, resume, time and step bounds, progress.
 
 What is specific to a job (its batches, its loss, its validation metric) comes in through a
-:class:`Task`; the loop knows nothing about labels, masks or variants.
+:class:`Task`; the loop knows nothing about labels, masks or variants. Under ``torchrun`` the
+loop shares each batch among the processes (:mod:`cmx_cli.training.distributed`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast
 from cmx_cli.training.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
+from cmx_cli.training.distributed import SINGLE, Processes, share_members
 from models import set_checkpointing
 
 LOG_NAME = "log.tsv"
@@ -41,22 +43,34 @@ class TrainingSettings:
     checkpointing: bool = False
 
 
+class LossTerms(NamedTuple):
+    """The loss of a batch as a weighted sum: the batch's loss is ``total / weight``.
+
+    Kept apart so that shares of one batch in several processes add up to the loss of the
+    whole batch.
+    """
+
+    total: torch.Tensor  # () summed (weighted) loss of the members
+    weight: torch.Tensor  # () summed weight of the members (e.g. their count)
+
+
 class Task(Protocol):
-    """The job-specific half of training."""
+    """The job-specific half of training. A batch is a list of members (sequences, variants)."""
 
     #: Name of the validation score, for people (e.g. "ROC-AUC").
     score_name: str
     #: Whether a larger score is better (ROC-AUC) or worse (bits per base).
     higher_is_better: bool
 
-    def epoch_batches(self, rng: np.random.Generator) -> Sequence[Any]:
-        """The training batches of one epoch, shuffled with ``rng``."""
+    def epoch_batches(self, rng: np.random.Generator, processes: int) -> Sequence[list]:
+        """The training batches of one epoch, shuffled with ``rng``, each with the token
+        budget of ``processes`` processes."""
 
-    def batch_tokens(self, batch: Any) -> int:
-        """Number of tokens in a batch (for throughput)."""
+    def member_tokens(self, member: Any) -> int:
+        """Number of tokens of one batch member."""
 
-    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
-        """Scalar training loss of one batch."""
+    def loss(self, model: nn.Module, members: list, device: torch.device) -> LossTerms:
+        """Training loss of a batch, or of a share of one."""
 
     def validate(self, model: nn.Module) -> Optional[dict]:
         """Validation metrics with a ``score`` key, or None without validation data."""
@@ -131,6 +145,35 @@ def _better(score: float, best: float, task: Task) -> bool:
     return score > best if task.higher_is_better else score < best
 
 
+def _step_loss(model: nn.Module, task: Task, batch: list, device: torch.device, precision: str,
+               processes: Processes) -> float:
+    """Forward and backward of one batch (this process's share of it); returns the batch loss.
+
+    With several processes, each share's loss is ``total / Σ weight`` (the sum over
+    processes); summed over processes, the gradients are those of the whole batch's loss.
+    """
+    members, scale = batch, 1.0
+    if processes.parallel:
+        lengths = [task.member_tokens(member) for member in batch]
+        share = share_members(lengths, processes.world_size)[processes.rank]
+        if not share:
+            # Fewer members than processes: compute a member at weight 0, so that this
+            # process still joins the gradient exchange.
+            share, scale = [0], 0.0
+        members = [batch[position] for position in share]
+    with autocast(device, precision):
+        terms = task.loss(model, members, device)
+    total, weight = terms.total.float() * scale, terms.weight.float() * scale
+    if not processes.parallel:
+        loss = total / weight.clamp_min(1e-8)
+        loss.backward()
+        return float(loss.detach())
+    weights = processes.total(weight.reshape(1)).clamp_min(1e-8)
+    (total / weights[0]).backward()
+    processes.sum_gradients(model)
+    return float(processes.total(total.reshape(1))[0] / weights[0])
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -141,6 +184,7 @@ def fit(
     reporter: Reporter,
     make_checkpoint: Callable[[dict, Optional[dict]], Checkpoint],
     resume_state: Optional[dict] = None,
+    processes: Processes = SINGLE,
 ) -> FitResult:
     """Train ``model`` on ``task`` and keep its best and last checkpoints in ``run_dir``.
 
@@ -155,6 +199,8 @@ def fit(
         make_checkpoint: Builds a :class:`Checkpoint` from a state dict and a training
             state (None for the best-model file).
         resume_state: The ``training_state`` of a ``last.pt`` to continue from.
+        processes: The training processes; with several, each computes its share of every
+            batch and only rank 0 validates and writes.
 
     Returns:
         A :class:`FitResult`.
@@ -164,7 +210,9 @@ def fit(
     """
     set_checkpointing(model, settings.checkpointing)
     optimizer = build_optimizer(model, settings)
-    first_epoch_batches = task.epoch_batches(np.random.default_rng([settings.seed, 0]))
+    processes.copy_parameters_from_main(model)
+    world = processes.world_size
+    first_epoch_batches = task.epoch_batches(np.random.default_rng([settings.seed, 0]), world)
     epochs = settings.epochs if settings.epochs is not None else 10**9
     total_steps = epochs * len(first_epoch_batches)
     if settings.max_steps is not None:
@@ -184,6 +232,12 @@ def fit(
         best_score, best_epoch = resume_state["best_score"], resume_state["best_epoch"]
         stale_epochs = resume_state["stale_epochs"]
         elapsed_before = resume_state["seconds"]
+        before = resume_state.get("processes", 1)
+        if before != world:
+            reporter.warn(
+                f"the run was trained by {before} process(es) and resumes with {world}: each "
+                f"step's batch is now {world}/{before} as large, so the rest of the run differs "
+                f"from an uninterrupted one")
     started = time.monotonic()
     deadline = None
     if settings.max_time_minutes is not None:
@@ -196,13 +250,14 @@ def fit(
         if settings.max_steps is not None and step >= settings.max_steps:
             stopped_because = "max-steps"
             break
-        if deadline is not None and history and time.monotonic() > deadline:
+        if deadline is not None and history and processes.any(time.monotonic() > deadline):
             stopped_because = "max-time"  # an epoch ended right at the deadline
             break
-        # Seeding per epoch makes a resumed run replay exactly what an uninterrupted one does.
-        torch.manual_seed(settings.seed * 1_000_003 + epoch)
+        # Seeding per epoch makes a resumed run replay exactly what an uninterrupted one does;
+        # each process draws its own dropout. The batches are the same in every process.
+        torch.manual_seed(settings.seed * 1_000_003 + epoch + 7_919 * processes.rank)
         rng = np.random.default_rng([settings.seed, epoch])
-        batches = first_epoch_batches if epoch == 0 else task.epoch_batches(rng)
+        batches = first_epoch_batches if epoch == 0 else task.epoch_batches(rng, world)
         model.train()
         epoch_started = time.monotonic()
         loss_sum, loss_batches, tokens_seen = 0.0, 0, 0
@@ -211,23 +266,21 @@ def fit(
             with reporter.progress(f"epoch {epoch + 1}", len(batches)) as bar:
                 for batch in batches:
                     optimizer.zero_grad(set_to_none=True)
-                    with autocast(device, precision):
-                        loss = task.loss(model, batch, device)
-                    loss.backward()
+                    batch_loss = _step_loss(model, task, batch, device, precision, processes)
                     if settings.grad_clip > 0:
                         nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
                     optimizer.step()
                     scheduler.step()
                     step += 1
-                    loss_sum += float(loss.detach())
+                    loss_sum += batch_loss
                     loss_batches += 1
-                    tokens_seen += task.batch_tokens(batch)
+                    tokens_seen += sum(task.member_tokens(member) for member in batch)
                     rate = tokens_seen / max(1e-9, time.monotonic() - epoch_started)
                     bar.advance(status=f"loss {loss_sum / loss_batches:.4f}  {rate:,.0f} tok/s")
                     if settings.max_steps is not None and step >= settings.max_steps:
                         stopped_because, partial = "max-steps", True
                         break
-                    if deadline is not None and time.monotonic() > deadline:
+                    if deadline is not None and processes.any(time.monotonic() > deadline):
                         stopped_because, partial = "max-time", True
                         break
         except KeyboardInterrupt:
@@ -236,7 +289,8 @@ def fit(
         partial = partial and loss_batches < len(batches)
         epoch += 1
         training_seconds = time.monotonic() - epoch_started
-        validation = task.validate(model)
+        # Rank 0 validates; every process takes the same decisions from its result.
+        validation = processes.from_main(task.validate(model) if processes.is_main else None)
         seconds = time.monotonic() - epoch_started
         row = {
             "epoch": epoch,
@@ -256,12 +310,14 @@ def fit(
         )
         if improved:
             best_score, best_epoch, stale_epochs = score, epoch, 0
-            save_checkpoint(make_checkpoint(model.state_dict(), None), run_dir / BEST)
+            if processes.is_main:
+                save_checkpoint(make_checkpoint(model.state_dict(), None), run_dir / BEST)
         else:
             stale_epochs += 1
         row["best"] = improved
         history.append(row)
-        _append_log(log_path, row)
+        if processes.is_main:
+            _append_log(log_path, row)
         training_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -271,8 +327,12 @@ def fit(
             "best_epoch": best_epoch,
             "stale_epochs": stale_epochs,
             "seconds": elapsed_before + (time.monotonic() - started),
+            "processes": world,
         }
-        save_checkpoint(make_checkpoint(model.state_dict(), training_state), run_dir / LAST)
+        if processes.is_main:
+            save_checkpoint(make_checkpoint(model.state_dict(), training_state), run_dir / LAST)
+        # Nobody starts the next epoch (or a resume) before the checkpoints are on disk.
+        processes.barrier()
         summary = f"epoch {epoch}: train loss {row['train_loss']:.4f}"
         if score is not None:
             summary += f", validation {task.score_name} {score:.4f}" + (" (best)" if improved else "")

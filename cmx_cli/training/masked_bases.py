@@ -21,6 +21,7 @@ from cmx_cli.data.segments import PretrainSequence
 from cmx_cli.mlm_metrics import MlmMetrics
 from cmx_cli.training.checkpoint import build_model
 from cmx_cli.training.inference import batched_outputs
+from cmx_cli.training.loop import LossTerms
 from models import MaskedAutoencoder, MaskedAutoencoderConfig
 
 KIND = "mlm"
@@ -99,25 +100,31 @@ class MaskedBaseTask:
         self.device = device
         self.precision = precision
 
-    def epoch_batches(self, rng: np.random.Generator) -> list[MaskedBatch]:
-        """Draw, mask and batch one epoch of training sequences."""
+    def epoch_batches(self, rng: np.random.Generator, processes: int = 1
+                      ) -> list[list[tuple[PretrainSequence, MaskedSequence]]]:
+        """Draw and mask one epoch of training sequences, in batches of ``processes`` token
+        budgets; a member is a sequence and its masking."""
         sequences = self.draw_training(rng)
         masked = mask_all(sequences, self.settings, rng)
-        batches = make_batches([len(s.tokens) for s in sequences], self.max_tokens, True, rng)
-        return [pack_masked(sequences, masked, self.settings, batch) for batch in batches]
+        batches = make_batches([len(s.tokens) for s in sequences], self.max_tokens * processes,
+                               True, rng)
+        return [[(sequences[i], masked[i]) for i in batch] for batch in batches]
 
-    def batch_tokens(self, batch: MaskedBatch) -> int:
-        """Tokens in a batch."""
-        return int(batch.inputs.numel())
+    def member_tokens(self, member: tuple[PretrainSequence, MaskedSequence]) -> int:
+        """Tokens of a training sequence."""
+        return len(member[0].tokens)
 
-    def loss(self, model: nn.Module, batch: MaskedBatch, device: torch.device) -> torch.Tensor:
-        """Weighted mean cross-entropy over the selected positions (nats)."""
-        logits = model(batch.inputs.to(device), batch.offsets.to(device))  # (T, 4)
-        targets = batch.targets.to(device)
+    def loss(self, model: nn.Module, batch: list[tuple[PretrainSequence, MaskedSequence]],
+             device: torch.device) -> LossTerms:
+        """Cross-entropy over the selected positions (nats), summed with their weights."""
+        sequences, masked = zip(*batch)
+        packed = pack_masked(sequences, masked, self.settings, range(len(batch)))
+        logits = model(packed.inputs.to(device), packed.offsets.to(device))  # (T, 4)
+        targets = packed.targets.to(device)
         selected = targets != IGNORE
-        losses = F.cross_entropy(logits[selected], targets[selected], reduction="none")
-        weight = batch.weights.to(device)[selected]
-        return (losses * weight).sum() / weight.sum().clamp_min(1e-8)
+        losses = F.cross_entropy(logits[selected].float(), targets[selected], reduction="none")
+        weight = packed.weights.to(device)[selected]
+        return LossTerms((losses * weight).sum(), weight.sum())
 
     def validate(self, model: nn.Module) -> Optional[dict]:
         """Bits per base, perplexity and accuracy on the MASK-token positions."""

@@ -25,6 +25,7 @@ from cmx_cli.metrics import classification_metrics
 from cmx_cli.runtime import autocast
 from cmx_cli.training.checkpoint import Checkpoint, build_model
 from cmx_cli.training.inference import evaluating
+from cmx_cli.training.loop import LossTerms
 from cmx_cli.variants.windows import AlleleWindow
 from models import VariantClassifier, VariantClassifierConfig
 
@@ -96,16 +97,16 @@ class VariantTask:
         self.max_tokens, self.device, self.precision = max_tokens, device, precision
         self.reverse_complement = reverse_complement
 
-    def epoch_batches(self, rng: np.random.Generator) -> list[list[int]]:
-        """Shuffled token-budget batches of training indices."""
-        return make_batches(self.train_lengths, self.max_tokens, shuffle=True, rng=rng)
+    def epoch_batches(self, rng: np.random.Generator, processes: int = 1) -> list[list[int]]:
+        """Shuffled batches of training indices, ``processes`` token budgets each."""
+        return make_batches(self.train_lengths, self.max_tokens * processes, shuffle=True, rng=rng)
 
-    def batch_tokens(self, batch: list[int]) -> int:
-        """Tokens in a batch."""
-        return sum(self.train_lengths[index] for index in batch)
+    def member_tokens(self, member: int) -> int:
+        """Tokens of a training variant (both windows)."""
+        return self.train_lengths[member]
 
-    def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> torch.Tensor:
-        """Mean binary cross-entropy of one batch."""
+    def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> LossTerms:
+        """Binary cross-entropy summed over the batch's variants."""
         # The loop seeds torch per epoch, so the strand draws replay exactly on --resume.
         flips = ((torch.rand(len(batch)) < 0.5).tolist() if self.reverse_complement
                  else [False] * len(batch))
@@ -113,8 +114,9 @@ class VariantTask:
         logits = model(tokens.to(device, non_blocking=True),
                        offsets.to(device, non_blocking=True), spans.to(device))
         chosen = group_logits(logits, self.train_groups[batch])
-        return F.binary_cross_entropy_with_logits(chosen.float(),
-                                                  self.train_labels[batch].to(device))
+        total = F.binary_cross_entropy_with_logits(
+            chosen.float(), self.train_labels[batch].to(device), reduction="sum")
+        return LossTerms(total, torch.tensor(float(len(batch)), device=device))
 
     def validate(self, model: nn.Module) -> Optional[dict]:
         """Validation loss, ROC-AUC and PR-AUC; the score is ROC-AUC (minus loss if undefined)."""
