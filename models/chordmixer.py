@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models.config import ChordMixerConfig, blocks_for_length
+from models.dropout import Dropout
 from models.rotate import RotationPlan
 
 
@@ -31,21 +32,21 @@ class ChordMixerBlock(nn.Module):
         self.mix = nn.Sequential(
             nn.Linear(d_model, config.hidden_size),
             nn.GELU(),
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
             nn.Linear(config.hidden_size, d_model),
         )
 
     def forward(self, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
-        """Apply one block.
+        """The block's update Mix(Norm(Rotate(x))); the trunk adds it to x.
 
         Args:
             x: (T, d) packed activations.
             plan: The batch's rotation plan.
 
         Returns:
-            (T, d) activations.
+            (T, d) update.
         """
-        return x + self.mix(self.norm(plan.rotate(x)))
+        return self.mix(self.norm(plan.rotate(x)))
 
 
 class ChordMixer(nn.Module):
@@ -110,12 +111,11 @@ class ChordMixer(nn.Module):
         recompute = self.checkpointing and torch.is_grad_enabled()
         for index in range(deepest):
             block = self.blocks[index]
-            updated = checkpoint(block, x, plan, use_reentrant=False) if recompute else block(x, plan)
-            if index < shallowest:
-                x = updated
-            else:
+            update = checkpoint(block, x, plan, use_reentrant=False) if recompute else block(x, plan)
+            if index >= shallowest:
                 # Sequences that have passed all their blocks keep their features unchanged.
-                x = torch.where((token_depth > index)[:, None], updated, x)  # (T, d)
+                update = update * (token_depth > index).to(update.dtype)[:, None]  # (T, d)
+            x = x + update
         return self.final_norm(x)
 
 

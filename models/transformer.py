@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ChordMixerConfig
+from models.dropout import Dropout
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class _Layer(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model)
         self.mlp_norm = nn.LayerNorm(config.d_model)
         self.mlp = nn.Sequential(nn.Linear(config.d_model, config.hidden_size), nn.GELU(),
-                                 nn.Dropout(config.dropout),
+                                 Dropout(config.dropout),
                                  nn.Linear(config.hidden_size, config.d_model))
 
     def forward(self, x: torch.Tensor, where: tuple, shape: tuple,

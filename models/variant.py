@@ -25,6 +25,7 @@ from torch import nn
 
 from models.chordmixer import ChordMixer
 from models.config import ChordMixerConfig
+from models.dropout import Dropout
 from models.heads import mean_pool
 
 
@@ -128,7 +129,7 @@ class VariantClassifier(nn.Module):
             nn.LayerNorm(config.n_features),
             nn.Linear(config.n_features, config.head_hidden),
             nn.GELU(),
-            nn.Dropout(config.head_dropout),
+            Dropout(config.head_dropout),
             nn.Linear(config.head_hidden, config.n_groups),
         )
 

@@ -85,7 +85,7 @@ def _input_gradient(model: ChordMixer, length: int, n_blocks: int, position: int
     x = torch.randn(length, model.config.d_model, requires_grad=True)
     h = x
     for block in model.blocks[:n_blocks]:
-        h = block(h, plan)
+        h = h + block(h, plan)
     h[position].sum().backward()
     return x.grad.abs().sum(dim=1)  # (L,)
 
