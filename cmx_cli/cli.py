@@ -180,8 +180,9 @@ def cli(debug: bool) -> None:
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Dropout inside each block's MLP.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="Token budget per batch; a longer sequence gets a batch of its own. Small "
-                   "budgets mean more optimizer steps, which small data sets need.")
+              help="Token budget per batch (per process under torchrun); a longer sequence "
+                   "gets a batch of its own. Small budgets mean more optimizer steps, which "
+                   "small data sets need.")
 @training_options
 @click.option("--class-weights", type=click.Choice(["none", "balanced"]), default="none",
               show_default=True, help="Weight the loss by inverse class frequency (balanced).")
@@ -376,7 +377,8 @@ def _contig_list(ctx, param, values) -> tuple:
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Without --init: dropout inside each encoder block's MLP.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32768, show_default=True,
-              help="Token budget per batch; a variant takes both its windows.")
+              help="Token budget per batch (per process under torchrun); a variant takes "
+                   "both its windows.")
 @click.option("--flank", type=click.IntRange(0, 50), default=5, show_default=True,
               help="Flank of the logistic-regression baseline reported beside the model, in bp.")
 @training_options

@@ -7,6 +7,7 @@ not depend on its batch companions.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -58,9 +59,10 @@ class ChordMixer(nn.Module):
     Attributes:
         plan_type: How the batch is rotated: :class:`RotationPlan` (one packed permutation), or
             :class:`~models.rotate.ReferenceRotationPlan` for the per-sequence reference.
-        checkpointing: Activation checkpointing: keep only each block's input during training
-            and recompute the block in backward (less memory for long sequences, about one
-            more forward pass of time). Not part of the config: it changes no result.
+        checkpointing: Activation checkpointing: during training keep only the input of
+            every segment of about √n blocks; backward recomputes a segment keeping its block
+            inputs, then each block (far less memory for long sequences, for about two more
+            forward passes of time). Not part of the config: it changes no result.
     """
 
     def __init__(self, config: ChordMixerConfig) -> None:
@@ -109,14 +111,39 @@ class ChordMixer(nn.Module):
                 output_size=x.shape[0],
             )  # (T,)
         recompute = self.checkpointing and torch.is_grad_enabled()
-        for index in range(deepest):
-            block = self.blocks[index]
-            update = checkpoint(block, x, plan, use_reentrant=False) if recompute else block(x, plan)
-            if index >= shallowest:
-                # Sequences that have passed all their blocks keep their features unchanged.
-                update = update * (token_depth > index).to(update.dtype)[:, None]  # (T, d)
-            x = x + update
+        if recompute and x.requires_grad:
+            # Two levels (√n checkpointing): keep the input of every segment of ~√n blocks;
+            # backward recomputes a segment keeping its block inputs, then each block.
+            size = math.ceil(math.sqrt(deepest))
+            for first in range(0, deepest, size):
+                blocks = range(first, min(first + size, deepest))
+                x = checkpoint(self._run_segment, x, plan, blocks, shallowest, token_depth,
+                               use_reentrant=True)  # runs without a graph: only x is kept
+        else:
+            for index in range(deepest):
+                # Rebinding x lets the previous activations go as soon as nothing needs them.
+                x = self._run_block(index, x, plan, shallowest, token_depth, recompute)
         return self.final_norm(x)
+
+    def _run_block(self, index: int, x: torch.Tensor, plan: RotationPlan, shallowest: int,
+                   token_depth: Optional[torch.Tensor], recompute: bool) -> torch.Tensor:
+        """x plus block ``index``'s update; with ``recompute``, keep only the block's input."""
+        block = self.blocks[index]
+        if recompute and torch.is_grad_enabled():
+            update = checkpoint(block, x, plan, use_reentrant=False)
+        else:
+            update = block(x, plan)
+        if index >= shallowest:
+            # Sequences that have passed all their blocks keep their features unchanged.
+            update = update * (token_depth > index).to(update.dtype)[:, None]  # (T, d)
+        return x + update
+
+    def _run_segment(self, x: torch.Tensor, plan: RotationPlan, blocks: range, shallowest: int,
+                     token_depth: Optional[torch.Tensor]) -> torch.Tensor:
+        """Blocks ``blocks`` in turn, each checkpointed (when recomputed with gradients)."""
+        for index in blocks:
+            x = self._run_block(index, x, plan, shallowest, token_depth, recompute=True)
+        return x
 
 
 def set_checkpointing(model: nn.Module, enabled: bool) -> None:

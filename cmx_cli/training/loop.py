@@ -235,9 +235,9 @@ def fit(
         before = resume_state.get("processes", 1)
         if before != world:
             reporter.warn(
-                f"the run was trained by {before} process(es) and resumes with {world}: each "
-                f"step's batch is now {world}/{before} as large, so the rest of the run differs "
-                f"from an uninterrupted one")
+                f"the run was trained by {before} process(es) and resumes with {world}: a step "
+                f"now covers {world} × --max-tokens tokens instead of {before} ×, so the rest "
+                f"of the run differs from an uninterrupted one")
     started = time.monotonic()
     deadline = None
     if settings.max_time_minutes is not None:
