@@ -274,7 +274,9 @@ def train(ctx: click.Context, **options) -> None:
               help="Dropout inside each block's MLP.")
 @click.option("--markov-order", type=click.IntRange(0, 10), default=5, show_default=True,
               help="Context length of the Markov-model baseline.")
-@max_tokens_option
+@click.option("--max-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Token budget per batch (per process under torchrun); a longer sequence "
+                   "gets a batch of its own.")
 @training_options
 @run_options("checkpoints, config, baselines, metrics and log")
 @device_option
