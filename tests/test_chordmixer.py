@@ -201,6 +201,24 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, recomputed_grads))
 
 
+def test_checkpointing_with_a_frozen_embedding_still_trains_the_blocks():
+    """When the blocks' input needs no gradient, checkpointing falls back to one level."""
+    from models import set_checkpointing
+    config = ChordMixerConfig(max_len=64, track_size=2, hidden_size=8, dropout=0.0)
+    offsets = torch.tensor([0, 64, 80])
+    tokens = torch.randint(0, 4, (80,), generator=torch.Generator().manual_seed(3))
+    gradients = []
+    for enabled in (False, True):
+        torch.manual_seed(0)
+        network = ChordMixer(config)
+        network.embedding.weight.requires_grad_(False)
+        set_checkpointing(network, enabled)
+        network(tokens, offsets).square().mean().backward()
+        gradients.append([p.grad.clone() for p in network.blocks.parameters()])
+    assert all(g is not None for g in gradients[1])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))
+
+
 def test_the_reference_rotation_network_gives_identical_outputs_and_gradients():
     from models import ReferenceRotationPlan
     config = ChordMixerConfig(max_len=200, track_size=4, hidden_size=16, dropout=0.0)
