@@ -1,12 +1,12 @@
 """Dropout that is fast on the CPU.
 
 ``torch.nn.Dropout`` draws one Bernoulli variable per element from the CPU generator, which
-took a quarter of a training step on the CPU (``cmx bench``). Here the CPU draws 64 random
-bits per call and reads them as four 16-bit numbers, one per element: a fifth of the
-time, with the drop probability rounded to a multiple of 1/65,536. The kept elements are
-scaled by 1 / (1 − that probability), so the expected output is the input, as with
-``torch.nn.Dropout``. Backward keeps only a one-byte mask. On CUDA, ``torch.nn.functional.dropout``
-is already fast and is used as it is.
+took a quarter of a CPU training step (profiled on the packed batch of ``cmx bench``). Here
+the CPU draws 64 random bits per call and reads them as four 16-bit numbers, one per
+element: a fifth of the time, with the drop probability rounded to a multiple of 1/65,536.
+The kept elements are scaled by 1 / (1 − that probability), so the expected output is the
+input, as with ``torch.nn.Dropout``. Backward keeps only a one-byte mask. On CUDA,
+``torch.nn.functional.dropout`` is already fast and is used as it is.
 """
 from __future__ import annotations
 
