@@ -53,9 +53,9 @@ def training_options(command):
         click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed for the split, sampling, masking and weights."),
         click.option("--checkpointing", is_flag=True,
-                     help="Activation checkpointing: recompute each block in backward instead "
-                          "of storing its activations. Less memory for very long sequences, "
-                          "for about one more forward pass of time."),
+                     help="Activation checkpointing: keep only the inputs of every ~√n-th "
+                          "block and recompute the rest in backward. Far less memory for very "
+                          "long sequences, for about two more forward passes of time."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -10,6 +10,8 @@ input, as with ``torch.nn.Dropout``. Backward keeps only a one-byte mask. On CUD
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,9 +22,7 @@ LEVELS = 65536
 def keep_mask(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
     """A CPU 0/1 uint8 mask, 0 with probability p (rounded to a multiple of 1/65,536), and
     the scale 1 / (1 − p) of the kept elements."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     dropped_levels = round(p * LEVELS)
     words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-2**63, 2**63 - 1)
     lanes = words.view(torch.int16)[:count].view(shape)  # uniform on [-32768, 32767]

@@ -13,6 +13,7 @@ from torch import nn
 
 from models.chordmixer import ChordMixer
 from models.config import ChordMixerConfig
+from models.packed import token_sequence
 from models.transformer import Transformer, TransformerConfig
 
 TrunkConfig = Union[ChordMixerConfig, TransformerConfig]
@@ -43,10 +44,7 @@ def mean_pool(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """
     offsets = offsets.to(device=features.device, dtype=torch.int64)
     lengths = offsets[1:] - offsets[:-1]  # (B,)
-    sequence_of_token = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=features.device), lengths,
-        output_size=features.shape[0],
-    )  # (T,)
+    sequence_of_token = token_sequence(offsets, features.shape[0])  # (T,)
     sums = torch.zeros(lengths.numel(), features.shape[1], device=features.device,
                        dtype=torch.float32)  # (B, d)
     sums.index_add_(0, sequence_of_token, features.float())

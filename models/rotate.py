@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 
+from models.packed import token_position, token_sequence
+
 
 def track_shifts(n_tracks: int, device: torch.device | None = None) -> torch.Tensor:
     """Shift of each track: 0 for track 0, 2^(k-1) for track k ≥ 1. Shape (n_tracks,) int64."""
@@ -41,13 +43,10 @@ def rotation_source_rows(offsets: torch.Tensor, n_tracks: int) -> torch.Tensor:
     """
     offsets = offsets.to(torch.int64)
     lengths = offsets[1:] - offsets[:-1]  # (B,)
-    total = int(offsets[-1])
-    sequence_of_token = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=offsets.device), lengths, output_size=total
-    )  # (T,)
+    sequence_of_token = token_sequence(offsets, int(offsets[-1]))  # (T,)
     start = offsets[:-1][sequence_of_token]  # (T,)
     length = lengths[sequence_of_token]  # (T,)
-    position = torch.arange(total, device=offsets.device) - start  # (T,)
+    position = token_position(offsets, sequence_of_token)  # (T,)
     shifts = track_shifts(n_tracks, offsets.device)  # (n_tracks,)
     # Reduce the shift first so that shift + position never overflows for huge tracks.
     source_position = (position[:, None] + shifts[None, :] % length[:, None]) % length[:, None]
@@ -135,8 +134,7 @@ class RotationPlan:
             track_size: Channels per track.
         """
         if offsets.numel() == 2:
-            shifts = tuple([0] + [2 ** (k - 1) for k in range(1, n_tracks)])
-            return cls(offsets, track_size, None, None, shifts)
+            return cls(offsets, track_size, None, None, tuple(track_shifts(n_tracks).tolist()))
         source = rotation_source_rows(offsets, n_tracks)
         inverse = torch.empty_like(source)
         inverse[source] = torch.arange(source.numel(), device=source.device)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ChordMixerConfig
-from models.dropout import Dropout
+from models.dropout import Dropout, dropout
+from models.packed import token_position, token_sequence
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class _Layer(nn.Module):
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
         attended = attended.transpose(1, 2).reshape(n_sequences, longest, d_model)[where]
-        x = x + F.dropout(self.out(attended), self.dropout, self.training)
+        x = x + dropout(self.out(attended), self.dropout, self.training)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -126,10 +127,8 @@ class Transformer(nn.Module):
         """Encode a packed batch: (T,) tokens, (B+1,) offsets -> (T, d) features."""
         offsets = offsets.to(device=tokens.device, dtype=torch.int64)
         lengths = offsets[1:] - offsets[:-1]  # (B,)
-        total = tokens.shape[0]
-        sequence = torch.repeat_interleave(torch.arange(lengths.numel(), device=tokens.device),
-                                           lengths, output_size=total)  # (T,)
-        position = torch.arange(total, device=tokens.device) - offsets[:-1][sequence]  # (T,)
+        sequence = token_sequence(offsets, tokens.shape[0])  # (T,)
+        position = token_position(offsets, sequence)  # (T,)
         longest = int(lengths.max())
         keep = (torch.arange(longest, device=tokens.device)[None, :] < lengths[:, None])
         keep = keep[:, None, None, :]  # (B, 1, 1, L): attend to real positions only

@@ -27,6 +27,7 @@ from models.chordmixer import ChordMixer
 from models.config import ChordMixerConfig
 from models.dropout import Dropout
 from models.heads import mean_pool
+from models.packed import token_position, token_sequence
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,8 @@ def span_mask(offsets: torch.Tensor, spans: torch.Tensor, total: int) -> torch.T
     Returns:
         (T,) bool, True inside a span.
     """
-    lengths = offsets[1:] - offsets[:-1]  # (B,)
-    sequence_of_token = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=offsets.device), lengths, output_size=total)  # (T,)
-    relative = torch.arange(total, device=offsets.device) - offsets[:-1][sequence_of_token]
+    sequence_of_token = token_sequence(offsets, total)  # (T,)
+    relative = token_position(offsets, sequence_of_token)  # (T,)
     return (relative >= spans[sequence_of_token, 0]) & (relative < spans[sequence_of_token, 1])
 
 

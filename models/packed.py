@@ -1,0 +1,21 @@
+"""Packed batches: B sequences concatenated into T positions, with offsets (B+1,) marking
+where each starts (``cu_seqlens`` style).
+
+The per-sequence steps (rotation, pooling, spans, attention) all need to know which sequence
+each position belongs to and where in it the position lies; these two helpers say so.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def token_sequence(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """The sequence of each position: (B+1,) int64 offsets -> (T,) int64 indices."""
+    lengths = offsets[1:] - offsets[:-1]  # (B,)
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=offsets.device), lengths,
+                                   output_size=total)
+
+
+def token_position(offsets: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
+    """Each position's place in its own sequence, from :func:`token_sequence`: (T,) int64."""
+    return torch.arange(sequence.numel(), device=offsets.device) - offsets[:-1][sequence]
