@@ -81,6 +81,14 @@ def test_source_rows_form_a_permutation():
     assert sorted(rows.tolist()) == list(range(18 * 4))
 
 
+def test_packed_plan_keeps_int32_rows_and_their_inverse():
+    plan = RotationPlan.build(_offsets([7, 2, 9]), 4, 3)
+    assert plan.source_rows.dtype == plan.inverse_rows.dtype == torch.int32
+    assert torch.equal(plan.source_rows.long(), rotation_source_rows(_offsets([7, 2, 9]), 4))
+    composed = plan.source_rows.long()[plan.inverse_rows.long()]
+    assert torch.equal(composed, torch.arange(18 * 4))
+
+
 def test_huge_shift_does_not_overflow():
     # Track 40 shifts by 2^39: reduce modulo L before adding the position.
     rows = rotation_source_rows(_offsets([3]), 41)
