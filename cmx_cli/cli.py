@@ -12,7 +12,7 @@ from click.core import ParameterSource
 
 from cmx_cli import __version__
 from cmx_cli.console import Reporter
-from cmx_cli.runtime import DEVICES, PRECISIONS
+from cmx_cli.runtime import DEVICES, PRECISIONS, compile_failures_as_user_errors
 from cmx_cli.training.loop import TrainingInterrupted, TrainingSettings
 
 VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
@@ -32,7 +32,7 @@ max_tokens_option = click.option(
 
 
 def training_options(command):
-    """The optimisation and stopping flags shared by train and pretrain."""
+    """The optimisation and stopping flags shared by train, pretrain and finetune."""
     options = [
         click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
                      help="Maximum number of passes over the training data."),
@@ -56,6 +56,9 @@ def training_options(command):
                      help="Activation checkpointing: keep only the inputs of every ~√n-th "
                           "block and recompute the rest in backward. Far less memory for very "
                           "long sequences, for about two more forward passes of time."),
+        click.option("--compile", "compile_blocks", is_flag=True,
+                     help="Compile each block's norm and MLP with torch.compile (for CUDA; "
+                          "no faster on the CPU). The first batch takes tens of seconds more."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -69,25 +72,30 @@ def training_settings(options: dict) -> TrainingSettings:
         max_time_minutes=options["max_time"], learning_rate=options["lr"],
         weight_decay=options["weight_decay"], warmup_fraction=options["warmup"],
         grad_clip=options["grad_clip"], patience=options["patience"], seed=options["seed"],
-        checkpointing=options["checkpointing"])
+        checkpointing=options["checkpointing"], compile_blocks=options["compile_blocks"])
 
 
 def resumed_config(ctx: click.Context, options: dict, pipeline):
     """The saved config of the run in --out, with the few flags a resume may change."""
-    allowed = {"resume", "out", "device", "precision", "max_time", "quiet", "checkpointing"}
+    allowed = {"resume", "out", "device", "precision", "max_time", "quiet", "checkpointing",
+               "compile_blocks"}
     given = [name for name in ctx.params
              if name not in allowed and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
     if given:
         raise click.UsageError(
             f"--resume uses the run's saved config; drop "
             f"{', '.join('--' + g.replace('_', '-') for g in given)} "
-            "(only --device, --precision, --max-time, --checkpointing and --quiet may change)")
+            "(only --device, --precision, --max-time, --checkpointing, --compile and --quiet "
+            "may change)")
     config = pipeline.read_config(options["out"])
     training = config.training
     if options["max_time"] is not None:
         training = replace(training, max_time_minutes=options["max_time"])
+    # Either flag turns its option on for the rest of the run; the run's own choice stays.
     if options["checkpointing"]:
         training = replace(training, checkpointing=True)
+    if options["compile_blocks"]:
+        training = replace(training, compile_blocks=True)
     return replace(config, device=options["device"], precision=options["precision"],
                    training=training)
 
@@ -112,8 +120,9 @@ def run_training(pipeline, config, quiet: bool, resume: bool = False) -> None:
 
     processes = distributed.start(config.device)
     try:
-        pipeline.run(config, Reporter(quiet or not processes.is_main), resume=resume,
-                     processes=processes)
+        with compile_failures_as_user_errors():
+            pipeline.run(config, Reporter(quiet or not processes.is_main), resume=resume,
+                         processes=processes)
     finally:
         distributed.stop()
 
@@ -575,6 +584,8 @@ def _length_list(ctx, param, value: str) -> tuple:
 @click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Hidden width of each block's MLP.")
 @click.option("--checkpointing", is_flag=True, help="Train with activation checkpointing.")
+@click.option("--compile", "compile_blocks", is_flag=True,
+              help="Compile each block's norm and MLP with torch.compile, as in training.")
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Also time the per-sequence torch.roll network on the packed batch.")
 @click.option("--attention/--no-attention", default=True, show_default=True,
@@ -601,9 +612,9 @@ def bench(**options) -> None:
         lengths=options["lengths"], packed_tokens=options["packed_tokens"],
         mean_length=options["mean_length"], repeats=options["repeats"],
         track_size=options["track_size"], hidden_size=options["hidden_size"],
-        checkpointing=options["checkpointing"], reference=options["reference"],
-        attention=options["attention"], attention_seconds=options["attention_seconds"],
-        device=options["device"], precision=options["precision"])
+        checkpointing=options["checkpointing"], compile_blocks=options["compile_blocks"],
+        reference=options["reference"], attention=options["attention"],
+        attention_seconds=options["attention_seconds"], device=options["device"], precision=options["precision"])
     pipeline.run(config, Reporter(options["quiet"] or options["as_json"]), options["as_json"])
 
 

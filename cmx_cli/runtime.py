@@ -1,4 +1,4 @@
-"""Device and numeric precision: where the network runs and in which dtype."""
+"""How the network runs: on which device, in which precision, compiled or not."""
 from __future__ import annotations
 
 import contextlib
@@ -35,6 +35,26 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def compile_failures_as_user_errors():
+    """Turn a failure of ``--compile`` (no C++ compiler, no Triton) into a one-line error.
+
+    The compiler runs on the first batch, so the failure surfaces there.
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        from torch._dynamo.exc import BackendCompilerFailed
+
+        if not isinstance(error, BackendCompilerFailed):
+            raise
+        reason = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise CmxError(
+            f"--compile: torch.compile failed: {reason}",
+            "run without --compile; on the CPU it needs a working C++ compiler (g++ or "
+            "clang++, or the CXX variable), on CUDA the triton package.") from error
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ Note: ``models`` is a top-level import name; it can shadow another installed pac
 same name.
 """
 from models.chordmixer import ChordMixer, ChordMixerBlock, set_checkpointing
+from models.compiling import set_compiled
 from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
 from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
 from models.transformer import Transformer, TransformerConfig
@@ -32,4 +33,5 @@ __all__ = [
     "rotate_reference",
     "rotation_source_rows",
     "set_checkpointing",
+    "set_compiled",
 ]

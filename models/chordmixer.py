@@ -36,6 +36,11 @@ class ChordMixerBlock(nn.Module):
             Dropout(config.dropout),
             nn.Linear(config.hidden_size, d_model),
         )
+        self.compiled_feed_forward = None  # set by models.compiling.set_compiled
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mix(Norm(x)) of every position: (T, d) -> (T, d)."""
+        return self.mix(self.norm(x))
 
     def forward(self, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
         """The block's update Mix(Norm(Rotate(x))); the trunk adds it to x.
@@ -47,7 +52,8 @@ class ChordMixerBlock(nn.Module):
         Returns:
             (T, d) update.
         """
-        return self.mix(self.norm(plan.rotate(x)))
+        feed_forward = self.compiled_feed_forward or self.feed_forward
+        return feed_forward(plan.rotate(x))
 
 
 class ChordMixer(nn.Module):

@@ -6,7 +6,8 @@ the CPU draws 64 random bits per call and reads them as four 16-bit numbers, one
 element: a fifth of the time, with the drop probability rounded to a multiple of 1/65,536.
 The kept elements are scaled by 1 / (1 − that probability), so the expected output is the
 input, as with ``torch.nn.Dropout``. Backward keeps only a one-byte mask. On CUDA,
-``torch.nn.functional.dropout`` is already fast and is used as it is.
+``torch.nn.functional.dropout`` is already fast and is used as it is, and so it is inside a
+compiled graph (``--compile``), where the compiler generates its own random numbers.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout: zero each element with probability p while training."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
         return F.dropout(x, p, training=True)
     keep, scale = keep_mask(x.shape, p)
     return _MaskedScale.apply(x, keep, scale)

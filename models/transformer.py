@@ -84,7 +84,9 @@ def sinusoidal(positions: torch.Tensor, d_model: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-class _Layer(nn.Module):
+class TransformerLayer(nn.Module):
+    """Pre-norm encoder layer: x + Attention(Norm(x)), then x + MLP(Norm(x))."""
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.n_heads, self.dropout = config.n_heads, config.dropout
@@ -95,6 +97,11 @@ class _Layer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(config.d_model, config.hidden_size), nn.GELU(),
                                  Dropout(config.dropout),
                                  nn.Linear(config.hidden_size, config.d_model))
+        self.compiled_feed_forward = None  # set by models.compiling.set_compiled
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """MLP(Norm(x)) of every position: (T, d) -> (T, d)."""
+        return self.mlp(self.mlp_norm(x))
 
     def forward(self, x: torch.Tensor, where: tuple, shape: tuple,
                 keep: torch.Tensor) -> torch.Tensor:
@@ -109,7 +116,8 @@ class _Layer(nn.Module):
             q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
         attended = attended.transpose(1, 2).reshape(n_sequences, longest, d_model)[where]
         x = x + dropout(self.out(attended), self.dropout, self.training)
-        return x + self.mlp(self.mlp_norm(x))
+        feed_forward = self.compiled_feed_forward or self.feed_forward
+        return x + feed_forward(x)
 
 
 class Transformer(nn.Module):
@@ -119,7 +127,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.layers = nn.ModuleList(_Layer(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(TransformerLayer(config) for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.d_model)
 
     def forward(self, tokens: torch.Tensor, offsets: torch.Tensor,

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from cmx_cli.cli import cli
-from cmx_cli.pipelines.bench import packed_lengths, step_flops
+from cmx_cli.pipelines.bench import bench_tables, packed_lengths, step_flops
 from models import ChordMixerConfig
 
 
@@ -44,6 +44,9 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
     kernels = report["kernels"]
     assert kernels["rotation_share_of_copy"] > 0 and kernels["mlp_share_of_matmul"] > 0
     assert kernels["single_rotation_share_of_copy"] > 0
+    assert bench_tables(report)[0].title == "cmx bench on cpu (%d threads, fp32)" % report["threads"]
+    report["config"].update(checkpointing=True, compile_blocks=True)
+    assert bench_tables(report)[0].title.endswith("fp32, checkpointing, compiled blocks)")
 
 
 def test_bad_lengths_are_a_usage_error():

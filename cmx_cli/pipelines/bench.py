@@ -38,7 +38,7 @@ from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast, resolve_device, resolve_precision
 from models import (
     ChordMixerConfig, ClassifierConfig, ReferenceRotationPlan, RotationPlan, SequenceClassifier,
-    TransformerConfig, set_checkpointing)
+    TransformerConfig, set_checkpointing, set_compiled)
 from models.config import blocks_for_length
 
 DEFAULT_LENGTHS = (1_000, 16_384, 131_072)
@@ -55,6 +55,7 @@ class BenchConfig:
     track_size: int = 16
     hidden_size: int = 128
     checkpointing: bool = False
+    compile_blocks: bool = False
     reference: bool = True
     attention: bool = True
     attention_seconds: float = 300.0
@@ -134,6 +135,7 @@ def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
         model.trunk.plan_type = ReferenceRotationPlan
     inference = mode.endswith("inference")
     set_checkpointing(model, config.checkpointing and not inference)
+    set_compiled(model, config.compile_blocks)  # compiles in the untimed warm-up call
     tokens, offsets = _batch(lengths, device)
     labels = torch.zeros(len(lengths), dtype=torch.int64, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -232,6 +234,7 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
     batches = [(f"1 × {length:,}", [length]) for length in config.lengths]
     batches.append((f"packed {len(packed)} × ~{config.mean_length:,}", packed))
     results: dict = {"config": asdict(config), "device": str(device),
+                     "precision": resolve_precision(config.precision, device),
                      "threads": torch.get_num_threads(), "cases": []}
     modes = ("train", "inference") + (("attention", "attention-inference")
                                        if config.attention else ())
@@ -289,7 +292,11 @@ def _gib(value: int) -> str:
 
 def bench_tables(results: dict) -> list[Table]:
     """The results as rich tables."""
-    table = Table(title=f"cmx bench on {results['device']} ({results['threads']} threads)")
+    config = results["config"]
+    setup = [f"{results['threads']} threads", results["precision"]]
+    setup += [name for name, on in (("checkpointing", config["checkpointing"]),
+                                    ("compiled blocks", config["compile_blocks"])) if on]
+    table = Table(title=f"cmx bench on {results['device']} ({', '.join(setup)})")
     modes = [mode for mode in ("train", "inference", "attention", "attention-inference")
              if mode in results["cases"][0]]
     table.add_column("batch")

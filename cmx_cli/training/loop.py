@@ -22,7 +22,7 @@ from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast
 from cmx_cli.training.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
 from cmx_cli.training.distributed import SINGLE, Processes, share_members
-from models import set_checkpointing
+from models import set_checkpointing, set_compiled
 
 LOG_NAME = "log.tsv"
 
@@ -41,6 +41,7 @@ class TrainingSettings:
     patience: Optional[int] = 5
     seed: int = 0
     checkpointing: bool = False
+    compile_blocks: bool = False
 
 
 class LossTerms(NamedTuple):
@@ -209,6 +210,7 @@ def fit(
         TrainingInterrupted: On Ctrl-C, after the last completed epoch is saved.
     """
     set_checkpointing(model, settings.checkpointing)
+    set_compiled(model, settings.compile_blocks)
     optimizer = build_optimizer(model, settings)
     processes.copy_parameters_from_main(model)
     world = processes.world_size

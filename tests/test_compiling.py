@@ -1,0 +1,112 @@
+"""`--compile`: the compiled blocks compute what the eager ones do, in training too.
+
+torch.compile runs the system's C++ compiler on the CPU; the first test pays about 15 s for
+it (later ones reuse the compiled code).
+"""
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cmx_cli.cli import cli
+from cmx_cli.pipelines import train
+from cmx_cli.training.loop import TrainingSettings
+from models import (
+    ChordMixerConfig, ClassifierConfig, SequenceClassifier, TransformerConfig, set_compiled)
+from tests.test_train_pipeline import _config, _weights
+
+pytestmark = [
+    # Raised inside torch while it imports its compiler, not by cmx.
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning"),
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler_state():
+    """Every test compiles for itself, so a failure cannot hide behind a cached graph."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _batch(lengths):
+    offsets = torch.tensor([0, *np.cumsum(lengths)])
+    tokens = torch.randint(0, 4, (int(offsets[-1]),), generator=torch.Generator().manual_seed(1))
+    return tokens, offsets
+
+
+def _twins(trunk):
+    torch.manual_seed(0)
+    eager = SequenceClassifier(ClassifierConfig(trunk, n_classes=3))
+    compiled = SequenceClassifier(ClassifierConfig(trunk, n_classes=3))
+    compiled.load_state_dict(eager.state_dict())
+    set_compiled(compiled, True)
+    return eager, compiled
+
+
+@pytest.mark.parametrize("arch", ["chordmixer", "transformer"])
+def test_compiled_blocks_give_the_eager_outputs_and_gradients(arch):
+    trunk = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.0)
+    if arch == "transformer":
+        trunk = TransformerConfig.matching(trunk)
+    eager, compiled = _twins(trunk)
+    # Batches of other sizes and depths run through the same dynamic-shape graph.
+    for lengths in ([50, 120, 7], [300], [90, 91, 92, 93]):
+        tokens, offsets = _batch(lengths)
+        expected, output = eager(tokens, offsets), compiled(tokens, offsets)
+        assert torch.allclose(output, expected, atol=1e-5)
+        expected.square().sum().backward()
+        output.square().sum().backward()
+    for ours, theirs in zip(compiled.parameters(), eager.parameters()):
+        assert torch.allclose(ours.grad, theirs.grad, atol=1e-4)
+    eager.eval(), compiled.eval()
+    with torch.no_grad():
+        assert torch.allclose(compiled(tokens, offsets), eager(tokens, offsets), atol=1e-5)
+    set_compiled(compiled, False)
+    assert not any(getattr(module, "compiled_feed_forward", None) for module in compiled.modules())
+
+
+def test_compiled_dropout_drops_in_training_only():
+    trunk = ChordMixerConfig(max_len=64, track_size=4, hidden_size=32, dropout=0.5)
+    eager, compiled = _twins(trunk)
+    tokens, offsets = _batch([64, 20])
+    first, second = compiled(tokens, offsets), compiled(tokens, offsets)
+    assert not torch.allclose(first, second)
+    eager.eval(), compiled.eval()
+    with torch.no_grad():
+        assert torch.allclose(compiled(tokens, offsets), eager(tokens, offsets), atol=1e-5)
+
+
+def test_cmx_train_with_compile_learns_the_eager_weights(data_dir, tmp_path):
+    from torch._dynamo.utils import counters
+
+    settings = TrainingSettings(epochs=1, learning_rate=3e-3, seed=1)
+    train.run(_config(data_dir, tmp_path / "eager", training=settings))
+    assert counters["stats"]["unique_graphs"] == 0
+    compiled_settings = TrainingSettings(epochs=1, learning_rate=3e-3, seed=1, compile_blocks=True)
+    train.run(_config(data_dir, tmp_path / "compiled", training=compiled_settings))
+    assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
+    eager, compiled = _weights(tmp_path / "eager" / "last.pt"), _weights(tmp_path / "compiled" / "last.pt")
+    assert eager.keys() == compiled.keys()
+    for key in eager:
+        assert torch.allclose(compiled[key], eager[key], atol=1e-4), key
+    assert train.read_config(tmp_path / "compiled").training.compile_blocks
+
+
+def test_a_compiler_that_fails_is_a_one_line_error(data_dir, tmp_path, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    capsule = data_dir / "capsule_small"
+    result = CliRunner().invoke(cli, [
+        "train", "--fasta", f"{capsule / 'klebsiella.fa'}:Klebsiella",
+        "--fasta", f"{capsule / 'acinetobacter.fa'}:Acinetobacter", "--out", str(tmp_path / "run"),
+        "--track-size", "4", "--hidden-size", "16", "--epochs", "1", "--device", "cpu",
+        "--compile", "--quiet"])
+    assert result.exit_code == 1, result.output
+    message = result.output.strip()
+    assert message.startswith("Error: --compile: torch.compile failed:"), message
+    assert "no-such-c++" in message and "Hint: run without --compile" in message
+    assert "\n" not in message and "Traceback" not in message
