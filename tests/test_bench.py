@@ -2,10 +2,12 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
+from rich.console import Console
 
 from cmx_cli.cli import cli
-from cmx_cli.pipelines.bench import bench_tables, packed_lengths, step_flops
+from cmx_cli.pipelines.bench import _timed_together, bench_tables, packed_lengths, step_flops
 from models import ChordMixerConfig
 
 
@@ -41,12 +43,28 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
             assert case[mode]["tokens_per_second"] > 0 and case[mode]["peak_bytes"] > 0
     assert report["cases"][-1]["train"]["tokens"] == 256
     assert report["speedup_over_reference"] > 0
-    kernels = report["kernels"]
-    assert kernels["rotation_share_of_copy"] > 0 and kernels["mlp_share_of_matmul"] > 0
-    assert kernels["single_rotation_share_of_copy"] > 0
+    limits = report["limits"]
+    assert limits["rotation_share_of_copy"] > 0 and limits["mlp_share_of_matmul"] > 0
+    assert limits["single_rotation_share_of_copy"] > 0 and limits["train_share_of_matmul"] > 0
+    assert report["speedup_over_reference"] == pytest.approx(
+        limits["train_tokens_per_second"] / limits["reference_tokens_per_second"])
+    console = Console(width=300, record=True)
+    for table in bench_tables(report):
+        console.print(table)
+    text = console.export_text()
+    for row in ("rotation vs copy", "training step vs matmul", "per-sequence torch.roll"):
+        assert row in text
     assert bench_tables(report)[0].title == "cmx bench on cpu (%d threads, fp32)" % report["threads"]
     report["config"].update(checkpointing=True, compile_blocks=True)
     assert bench_tables(report)[0].title.endswith("fp32, checkpointing, compiled blocks)")
+
+
+def test_compared_runs_take_turns():
+    calls = []
+    seconds = _timed_together({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                              repeats=2, device=torch.device("cpu"))
+    assert calls == ["a", "b"] * 3  # one warm-up each, then two timed turns
+    assert set(seconds) == {"a", "b"} and all(value >= 0 for value in seconds.values())
 
 
 def test_bad_lengths_are_a_usage_error():

@@ -10,14 +10,15 @@ The cases:
 * a training step (forward, backward, AdamW step) and inference of a sequence classifier, on
   one sequence of each length and on a packed batch of variable lengths drawn like the
   paper's adding problem (log-normal, mean ``mean_length``), in tokens/s;
-* the same training step on the packed batch with the authors' rotation (one ``torch.roll``
-  per sequence and per track, in a Python loop): the speed-up is the ratio of the two;
 * a dot-product attention baseline (:class:`models.Transformer`, the same width and depth)
   on the same batches, until a case runs out of memory or past ``attention_seconds``;
-* the rotation alone, in GB/s (bytes read + written), of the packed batch and of the same
-  tokens as one sequence (the slice-copy fast path), beside a plain copy of the same tensor;
-* the MLP of one block alone, in FLOP/s, beside plain matrix products of the same shapes, and
-  the whole training step's FLOP/s as a share of the matrix-product rate.
+* on the packed batch, in one more process, measurements timed in turns so that each ratio
+  compares runs under the same conditions: the rotation alone, in GB/s (bytes read +
+  written), of the packed batch and of the same tokens as one sequence (the slice-copy fast
+  path), beside a plain copy of the same tensor; the MLP of one block alone, in FLOP/s,
+  beside plain matrix products of the same shapes; the training step's FLOP/s as a share of
+  the matrix-product rate; and the training step with the authors' rotation (one
+  ``torch.roll`` per sequence and per track, in a Python loop), for the speed-up.
 """
 from __future__ import annotations
 
@@ -96,17 +97,28 @@ def _batch(lengths: list[int], device: torch.device):
 
 def _timed(run: Callable[[], None], repeats: int, device: torch.device) -> float:
     """Median seconds of ``run`` over ``repeats`` calls, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
+    return _timed_together({"run": run}, repeats, device)["run"]
+
+
+def _timed_together(runs: dict, repeats: int, device: torch.device) -> dict:
+    """Median seconds of each of ``runs`` (name → callable), after one warm-up call each.
+
+    The calls take turns, so that kernels compared with each other see the same state of
+    the machine: on a shared or throttled machine, memory bandwidth drifts over seconds.
+    """
+    for run in runs.values():
         run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    times: dict = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _peak_bytes(device: torch.device) -> int:
@@ -122,11 +134,14 @@ def step_flops(lengths: list[int], config: ChordMixerConfig) -> float:
     return 3.0 * per_token_block * passes
 
 
-def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
-    """A training step or inference on one batch (runs in the child process).
+def _runner(config: BenchConfig, lengths: list[int], mode: str) -> tuple:
+    """A fresh seeded network and one call of ``mode`` on the batch of ``lengths``.
 
     ``mode``: ``train``, ``inference``, ``reference`` (training with the per-sequence
     rotation), ``attention`` or ``attention-inference`` (the Transformer baseline).
+
+    Returns:
+        (the network, a callable that runs one training step or one inference).
     """
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
@@ -154,41 +169,59 @@ def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
 
     if inference:
         model.eval()
-    seconds = _timed(infer if inference else train_step, config.repeats, device)
-    result = {"tokens": sum(lengths), "sequences": len(lengths), "seconds": seconds,
-              "tokens_per_second": sum(lengths) / seconds, "peak_bytes": _peak_bytes(device)}
-    if mode in ("train", "reference"):
-        result["flops_per_second"] = step_flops(lengths, model.config.trunk) / seconds
-    return result
+    return model, infer if inference else train_step
 
 
-def _case_kernels(config: BenchConfig, lengths: list[int]) -> dict:
-    """Rotation vs copy bandwidth, and block MLP vs matrix-product FLOP/s (child process)."""
+def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
+    """Speed and peak memory of a training step or inference (runs in the child process)."""
     device = resolve_device(config.device)
-    trunk = ChordMixerConfig(max_len=max(lengths), track_size=config.track_size,
-                             hidden_size=config.hidden_size)
+    _, run = _runner(config, lengths, mode)
+    seconds = _timed(run, config.repeats, device)
+    return {"tokens": sum(lengths), "sequences": len(lengths), "seconds": seconds,
+            "tokens_per_second": sum(lengths) / seconds, "peak_bytes": _peak_bytes(device)}
+
+
+def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
+    """The packed batch against the hardware's limits and the reference (child process).
+
+    Rotation vs copy bandwidth, block MLP and training step vs matrix-product FLOP/s, and
+    the training step vs the per-sequence ``torch.roll`` network, all timed in turns (see
+    :func:`_timed_together`), so that every ratio compares like with like.
+    """
+    device = resolve_device(config.device)
+    model, train_step = _runner(config, lengths, "train")
+    trunk = model.config.trunk
     _, offsets = _batch(lengths, device)
     x = torch.randn(sum(lengths), trunk.d_model, device=device)  # (T, d)
     plan = RotationPlan.build(offsets, trunk.n_tracks, trunk.track_size)
     moved = 2.0 * x.numel() * x.element_size()  # read + write
-    rotate = _timed(lambda: plan.rotate(x), config.repeats * 5, device)
     single = RotationPlan.build(torch.tensor([0, x.shape[0]], device=device), trunk.n_tracks,
                                 trunk.track_size)  # the same tokens as one sequence
-    rotate_single = _timed(lambda: single.rotate(x), config.repeats * 5, device)
-    copy = _timed(lambda: x.clone(), config.repeats * 5, device)
     torch.manual_seed(config.seed)
     mix = torch.nn.Sequential(torch.nn.Linear(trunk.d_model, trunk.hidden_size), torch.nn.GELU(),
                               torch.nn.Linear(trunk.hidden_size, trunk.d_model)).to(device)
     first = torch.randn(trunk.d_model, trunk.hidden_size, device=device)
     second = torch.randn(trunk.hidden_size, trunk.d_model, device=device)
     flops = 4.0 * x.shape[0] * trunk.d_model * trunk.hidden_size
-    with torch.no_grad():
-        mlp = _timed(lambda: mix(x), config.repeats * 5, device)
-        matmul = _timed(lambda: (x @ first) @ second, config.repeats * 5, device)
-    return {"tokens": int(x.shape[0]), "rotation_gb_per_second": moved / rotate / 1e9,
-            "single_rotation_gb_per_second": moved / rotate_single / 1e9,
-            "copy_gb_per_second": moved / copy / 1e9, "mlp_flops_per_second": flops / mlp,
-            "matmul_flops_per_second": flops / matmul}
+    runs = {name: torch.no_grad()(run) for name, run in (
+        ("rotate", lambda: plan.rotate(x)), ("rotate_single", lambda: single.rotate(x)),
+        ("copy", lambda: x.clone()), ("mlp", lambda: mix(x)),
+        ("matmul", lambda: (x @ first) @ second))}
+    runs["train"] = train_step
+    if config.reference:
+        runs["reference"] = _runner(config, lengths, "reference")[1]
+    seconds = _timed_together(runs, config.repeats * 5, device)
+    results = {"tokens": int(x.shape[0]),
+               "rotation_gb_per_second": moved / seconds["rotate"] / 1e9,
+               "single_rotation_gb_per_second": moved / seconds["rotate_single"] / 1e9,
+               "copy_gb_per_second": moved / seconds["copy"] / 1e9,
+               "mlp_flops_per_second": flops / seconds["mlp"],
+               "matmul_flops_per_second": flops / seconds["matmul"],
+               "train_tokens_per_second": x.shape[0] / seconds["train"],
+               "train_flops_per_second": step_flops(lengths, trunk) / seconds["train"]}
+    if config.reference:
+        results["reference_tokens_per_second"] = x.shape[0] / seconds["reference"]
+    return results
 
 
 def _child(queue, function, arguments) -> None:
@@ -239,7 +272,7 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
     modes = ("train", "inference") + (("attention", "attention-inference")
                                        if config.attention else ())
     failed: set = set()  # attention modes that already failed on a shorter sequence
-    with reporter.progress("Benchmark", total=len(modes) * len(batches) + 2,
+    with reporter.progress("Benchmark", total=len(modes) * len(batches) + 1,
                            unit="case") as progress:
         for name, lengths in batches:
             case = {"batch": name, "max_length": max(lengths)}
@@ -253,10 +286,7 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
                         failed.add(mode)
                 progress.advance()
             results["cases"].append(case)
-        if config.reference:
-            results["reference_train"] = _run_case(_case_model, config, packed, "reference")
-        progress.advance()
-        results["kernels"] = _run_case(_case_kernels, config, packed)
+        results["limits"] = _run_case(_case_limits, config, packed)
         progress.advance()
     _add_ratios(results)
     if as_json:
@@ -268,22 +298,20 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
 
 
 def _add_ratios(results: dict) -> None:
-    packed_train = results["cases"][-1]["train"]
-    reference = results.get("reference_train", {})
-    if "tokens_per_second" in packed_train and "tokens_per_second" in reference:
+    limits = results["limits"]
+    if "rotation_gb_per_second" not in limits:
+        return  # the case failed; its error is shown instead
+    limits["rotation_share_of_copy"] = (
+        limits["rotation_gb_per_second"] / limits["copy_gb_per_second"])
+    limits["single_rotation_share_of_copy"] = (
+        limits["single_rotation_gb_per_second"] / limits["copy_gb_per_second"])
+    limits["mlp_share_of_matmul"] = (
+        limits["mlp_flops_per_second"] / limits["matmul_flops_per_second"])
+    limits["train_share_of_matmul"] = (
+        limits["train_flops_per_second"] / limits["matmul_flops_per_second"])
+    if "reference_tokens_per_second" in limits:
         results["speedup_over_reference"] = (
-            packed_train["tokens_per_second"] / reference["tokens_per_second"])
-    kernels = results["kernels"]
-    if "rotation_gb_per_second" in kernels:
-        kernels["rotation_share_of_copy"] = (
-            kernels["rotation_gb_per_second"] / kernels["copy_gb_per_second"])
-        kernels["single_rotation_share_of_copy"] = (
-            kernels["single_rotation_gb_per_second"] / kernels["copy_gb_per_second"])
-        kernels["mlp_share_of_matmul"] = (
-            kernels["mlp_flops_per_second"] / kernels["matmul_flops_per_second"])
-        if "flops_per_second" in packed_train:
-            kernels["packed_step_share_of_matmul"] = (
-                packed_train["flops_per_second"] / kernels["matmul_flops_per_second"])
+            limits["train_tokens_per_second"] / limits["reference_tokens_per_second"])
 
 
 def _gib(value: int) -> str:
@@ -314,31 +342,28 @@ def bench_tables(results: dict) -> list[Table]:
             else:
                 cells += [f"{measured['tokens_per_second']:,.0f}", _gib(measured["peak_bytes"])]
         table.add_row(*cells)
-    limits = Table(title="Against the hardware's limits (packed batch of the table's last row)")
-    limits.add_column("measure")
-    limits.add_column("cmx", justify="right")
-    limits.add_column("limit", justify="right")
-    limits.add_column("share", justify="right")
-    kernels = results["kernels"]
-    if "rotation_gb_per_second" in kernels:
-        limits.add_row("rotation vs copy (GB/s)", f"{kernels['rotation_gb_per_second']:.1f}",
-                       f"{kernels['copy_gb_per_second']:.1f}",
-                       f"{kernels['rotation_share_of_copy']:.0%}")
-        limits.add_row("rotation of one sequence vs copy (GB/s)",
-                       f"{kernels['single_rotation_gb_per_second']:.1f}",
-                       f"{kernels['copy_gb_per_second']:.1f}",
-                       f"{kernels['single_rotation_share_of_copy']:.0%}")
-        limits.add_row("block MLP vs matmul (GFLOP/s)", f"{kernels['mlp_flops_per_second'] / 1e9:.1f}",
-                       f"{kernels['matmul_flops_per_second'] / 1e9:.1f}",
-                       f"{kernels['mlp_share_of_matmul']:.0%}")
-        if "packed_step_share_of_matmul" in kernels:
-            step = results["cases"][-1]["train"]["flops_per_second"]
-            limits.add_row("training step vs matmul (GFLOP/s)", f"{step / 1e9:.1f}",
-                           f"{kernels['matmul_flops_per_second'] / 1e9:.1f}",
-                           f"{kernels['packed_step_share_of_matmul']:.0%}")
+    measured = results["limits"]
+    limits = Table(title="Against the hardware's limits and the reference (packed batch of the "
+                         "table's last row, timed in turns in one process)")
+    for column in ("measure", "cmx", "limit", "share"):
+        limits.add_column(column, justify="left" if column == "measure" else "right")
+    if "error" in measured:
+        limits.add_row("all", measured["error"], "", "")
+        return [table, limits]
+    rows = [
+        ("rotation vs copy (GB/s)", "rotation_gb_per_second", "copy_gb_per_second", 1.0),
+        ("rotation of one sequence vs copy (GB/s)", "single_rotation_gb_per_second",
+         "copy_gb_per_second", 1.0),
+        ("block MLP vs matmul (GFLOP/s)", "mlp_flops_per_second", "matmul_flops_per_second", 1e9),
+        ("training step vs matmul (GFLOP/s)", "train_flops_per_second",
+         "matmul_flops_per_second", 1e9),
+    ]
+    for name, ours, limit, unit in rows:
+        limits.add_row(name, f"{measured[ours] / unit:.1f}", f"{measured[limit] / unit:.1f}",
+                       f"{measured[ours] / measured[limit]:.0%}")
     if "speedup_over_reference" in results:
-        reference = results["reference_train"]["tokens_per_second"]
-        packed = results["cases"][-1]["train"]["tokens_per_second"]
-        limits.add_row("training step vs per-sequence torch.roll (tok/s)", f"{packed:,.0f}",
-                       f"{reference:,.0f}", f"{results['speedup_over_reference']:.1f}×")
+        limits.add_row("training step vs per-sequence torch.roll (tok/s)",
+                       f"{measured['train_tokens_per_second']:,.0f}",
+                       f"{measured['reference_tokens_per_second']:,.0f}",
+                       f"{results['speedup_over_reference']:.1f}×")
     return [table, limits]
