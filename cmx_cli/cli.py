@@ -58,7 +58,7 @@ def training_options(command):
                           "long sequences, for about two more forward passes of time."),
         click.option("--compile", "compile_blocks", is_flag=True,
                      help="Compile each block's norm and MLP with torch.compile (for CUDA; "
-                          "no faster on the CPU). The first batch takes tens of seconds more."),
+                          "slower on the CPU). The first batch takes tens of seconds more."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -614,7 +614,8 @@ def bench(**options) -> None:
         track_size=options["track_size"], hidden_size=options["hidden_size"],
         checkpointing=options["checkpointing"], compile_blocks=options["compile_blocks"],
         reference=options["reference"], attention=options["attention"],
-        attention_seconds=options["attention_seconds"], device=options["device"], precision=options["precision"])
+        attention_seconds=options["attention_seconds"], device=options["device"],
+        precision=options["precision"])
     pipeline.run(config, Reporter(options["quiet"] or options["as_json"]), options["as_json"])
 
 

@@ -6,8 +6,8 @@ and the attention's padding stay as they are. Shapes are dynamic, so a batch wit
 number of tokens does not compile again. The first batch pays for the compilation (tens of
 seconds; the compiler caches its work on disk for later runs).
 
-Measured with ``cmx bench --compile`` on a 2-core CPU, compiling makes no difference to a
-training step; it is meant for CUDA, where the elementwise kernels cost more of a step.
+Measured with ``cmx bench --compile`` on a 2-core CPU, compiling made a training step
+slower; it is meant for CUDA, where unfused elementwise kernels cost more of a step.
 """
 from __future__ import annotations
 

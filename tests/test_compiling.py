@@ -25,7 +25,10 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def fresh_compiler_state():
     """Every test compiles for itself, so a failure cannot hide behind a cached graph."""
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     yield
     torch._dynamo.reset()
 
