@@ -29,6 +29,10 @@ quiet_option = click.option(
 max_tokens_option = click.option(
     "--max-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
     help="Token budget per batch; a longer sequence gets a batch of its own.")
+compile_option = click.option(
+    "--compile", "compile_blocks", is_flag=True,
+    help="Compile each block's norm and MLP with torch.compile (for CUDA; slower on the "
+         "CPU). The first batch takes tens of seconds more.")
 
 
 def training_options(command):
@@ -56,9 +60,7 @@ def training_options(command):
                      help="Activation checkpointing: keep only the inputs of every ~√n-th "
                           "block and recompute the rest in backward. Far less memory for very "
                           "long sequences, for about two more forward passes of time."),
-        click.option("--compile", "compile_blocks", is_flag=True,
-                     help="Compile each block's norm and MLP with torch.compile (for CUDA; "
-                          "slower on the CPU). The first batch takes tens of seconds more."),
+        compile_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -509,11 +511,12 @@ def evaluate(**options) -> None:
 @max_tokens_option
 @device_option
 @precision_option
+@compile_option
 @quiet_option
 def predict(input_path: str, model: str, output: str, rc: bool, label_regex, labels_table,
             reference, regions, window, ref_mismatch, contig_map, split_multiallelic, info_id,
             tsv, group_field, group, max_tokens: int, device: str, precision: str,
-            quiet: bool) -> None:
+            compile_blocks: bool, quiet: bool) -> None:
     """Predict class probabilities for a FASTA, or score every ALT allele of a VCF/BCF.
 
     FASTA (a `cmx train` model): a TSV with name, length, predicted and one p_<label>
@@ -535,15 +538,17 @@ def predict(input_path: str, model: str, output: str, rc: bool, label_regex, lab
             raise click.UsageError("--label-regex and --labels are for FASTA input")
         from cmx_cli.pipelines import predict_vcf
 
-        predict_vcf.run(
-            predict_vcf.PredictVcfConfig(
-                vcf=input_path, reference=reference, model=model, output=output, tsv=tsv,
-                regions=tuple(regions), window=window, ref_mismatch=ref_mismatch,
-                contig_map=contig_map, split_multiallelic=split_multiallelic, info_id=info_id,
-                average_strands=rc, group_field=group_field, group=group, max_tokens=max_tokens,
-                device=device, precision=precision,
-                command=" ".join(["cmx"] + [shlex.quote(a) for a in sys.argv[1:]])),
-            Reporter(quiet))
+        with compile_failures_as_user_errors():
+            predict_vcf.run(
+                predict_vcf.PredictVcfConfig(
+                    vcf=input_path, reference=reference, model=model, output=output, tsv=tsv,
+                    regions=tuple(regions), window=window, ref_mismatch=ref_mismatch,
+                    contig_map=contig_map, split_multiallelic=split_multiallelic,
+                    info_id=info_id, average_strands=rc, group_field=group_field, group=group,
+                    max_tokens=max_tokens, device=device, precision=precision,
+                    compile_blocks=compile_blocks,
+                    command=" ".join(["cmx"] + [shlex.quote(a) for a in sys.argv[1:]])),
+                Reporter(quiet))
         return
     if (reference or regions or tsv or contig_map or split_multiallelic or window or group_field
             or group):
@@ -552,12 +557,13 @@ def predict(input_path: str, model: str, output: str, rc: bool, label_regex, lab
                                "input")
     from cmx_cli.pipelines import predict_fasta
 
-    predict_fasta.run(
-        predict_fasta.PredictFastaConfig(
-            fasta=input_path, model=model, output=output, average_strands=rc,
-            label_regex=label_regex, labels_table=labels_table, max_tokens=max_tokens,
-            device=device, precision=precision),
-        Reporter(quiet))
+    with compile_failures_as_user_errors():
+        predict_fasta.run(
+            predict_fasta.PredictFastaConfig(
+                fasta=input_path, model=model, output=output, average_strands=rc,
+                label_regex=label_regex, labels_table=labels_table, max_tokens=max_tokens,
+                device=device, precision=precision, compile_blocks=compile_blocks),
+            Reporter(quiet))
 
 
 def _length_list(ctx, param, value: str) -> tuple:
@@ -584,8 +590,7 @@ def _length_list(ctx, param, value: str) -> tuple:
 @click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Hidden width of each block's MLP.")
 @click.option("--checkpointing", is_flag=True, help="Train with activation checkpointing.")
-@click.option("--compile", "compile_blocks", is_flag=True,
-              help="Compile each block's norm and MLP with torch.compile, as in training.")
+@compile_option
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Also time the per-sequence torch.roll network on the packed batch.")
 @click.option("--attention/--no-attention", default=True, show_default=True,

@@ -13,24 +13,12 @@ from cmx_cli.pipelines import train
 from cmx_cli.training.loop import TrainingSettings
 from models import (
     ChordMixerConfig, ClassifierConfig, SequenceClassifier, TransformerConfig, set_compiled)
+from tests.helpers import COMPILER_WARNINGS
+from tests.test_predict_fasta import trained_run  # noqa: F401 - a fixture
 from tests.test_train_pipeline import _config, _weights
 
-pytestmark = [
-    # Raised inside torch while it imports its compiler, not by cmx.
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning"),
-]
-
-
-@pytest.fixture(autouse=True)
-def fresh_compiler_state():
-    """Every test compiles for itself, so a failure cannot hide behind a cached graph."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
+pytestmark = [pytest.mark.usefixtures("fresh_compiler"),
+              *(pytest.mark.filterwarnings(warning) for warning in COMPILER_WARNINGS)]
 
 
 def _batch(lengths):
@@ -81,9 +69,8 @@ def test_compiled_dropout_drops_in_training_only():
         assert torch.allclose(compiled(tokens, offsets), eager(tokens, offsets), atol=1e-5)
 
 
-def test_cmx_train_with_compile_learns_the_eager_weights(data_dir, tmp_path):
-    from torch._dynamo.utils import counters
-
+def test_cmx_train_with_compile_learns_the_eager_weights(data_dir, tmp_path, fresh_compiler):
+    counters = fresh_compiler
     settings = TrainingSettings(epochs=1, learning_rate=3e-3, seed=1)
     train.run(_config(data_dir, tmp_path / "eager", training=settings))
     assert counters["stats"]["unique_graphs"] == 0
@@ -97,19 +84,38 @@ def test_cmx_train_with_compile_learns_the_eager_weights(data_dir, tmp_path):
     assert train.read_config(tmp_path / "compiled").training.compile_blocks
 
 
-def test_a_compiler_that_fails_is_a_one_line_error(data_dir, tmp_path, monkeypatch):
+@pytest.fixture
+def broken_compiler(tmp_path, monkeypatch):
+    """A C++ compiler that does not exist, and an empty compiler cache."""
     import torch._inductor.config as inductor_config
 
     monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+
+
+def _check_compile_error(result):
+    assert result.exit_code == 1, result.output
+    message = result.output.strip()
+    assert message.startswith("Error: --compile: torch.compile failed:"), message
+    assert "no-such-c++" in message and "Hint: run without --compile" in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_a_compiler_that_fails_is_a_one_line_error(data_dir, tmp_path, broken_compiler):
     capsule = data_dir / "capsule_small"
     result = CliRunner().invoke(cli, [
         "train", "--fasta", f"{capsule / 'klebsiella.fa'}:Klebsiella",
         "--fasta", f"{capsule / 'acinetobacter.fa'}:Acinetobacter", "--out", str(tmp_path / "run"),
         "--track-size", "4", "--hidden-size", "16", "--epochs", "1", "--device", "cpu",
         "--compile", "--quiet"])
-    assert result.exit_code == 1, result.output
-    message = result.output.strip()
-    assert message.startswith("Error: --compile: torch.compile failed:"), message
-    assert "no-such-c++" in message and "Hint: run without --compile" in message
-    assert "\n" not in message and "Traceback" not in message
+    _check_compile_error(result)
+
+
+def test_predict_with_a_failing_compiler_writes_nothing(trained_run, data_dir, tmp_path,
+                                                        broken_compiler):
+    output = tmp_path / "predictions.tsv"
+    result = CliRunner().invoke(cli, [
+        "predict", str(data_dir / "capsule_small" / "query.fa"), "--model", str(trained_run),
+        "-o", str(output), "--device", "cpu", "--compile", "--quiet"])
+    _check_compile_error(result)
+    assert not output.exists()

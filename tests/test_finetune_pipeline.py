@@ -14,7 +14,7 @@ from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import finetune, predict_vcf
 from cmx_cli.training.loop import TrainingSettings
 from tests.conftest import DATA
-from tests.helpers import check_user_error
+from tests.helpers import allow_compiler_warnings, check_user_error
 
 BASES = "ACGT"
 CONTIGS = ("c1", "c2", "c3")
@@ -155,6 +155,23 @@ def test_predict_rc_averages_strands_and_a_window_can_be_overridden(trained, dat
     forward, both, wider = scores(), scores(average_strands=True), scores(window=65)
     assert not np.allclose(forward, both) and not np.allclose(forward, wider)
     assert np.corrcoef(forward, both)[0, 1] > 0.5
+
+
+@allow_compiler_warnings
+def test_predict_with_compile_scores_as_without(trained, dataset, tmp_path, fresh_compiler):
+    out, _ = trained
+    root, _, _ = dataset
+
+    def scores(name, **options):
+        predict_vcf.run(predict_vcf.PredictVcfConfig(
+            vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"), model=str(out),
+            output=str(tmp_path / name), tsv=True, device="cpu", **options))
+        with open(tmp_path / name) as handle:
+            return np.array([float(row["score"]) for row in csv.DictReader(handle, delimiter="\t")])
+
+    eager, compiled = scores("eager.tsv"), scores("compiled.tsv", compile_blocks=True)
+    assert fresh_compiler["stats"]["unique_graphs"] > 0
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)
 
 
 def test_resume_replays_an_uninterrupted_run(dataset, tmp_path):

@@ -9,6 +9,7 @@ from cmx_cli.errors import CmxError
 from cmx_cli.io.fasta import read_records
 from cmx_cli.pipelines import predict_fasta, train
 from cmx_cli.training.loop import TrainingSettings
+from tests.helpers import allow_compiler_warnings
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,18 @@ def test_rc_averages_both_strands(trained_run, data_dir, tmp_path):
     both = np.array([row[3:] for row in _read_tsv(tmp_path / "both.tsv")[1:]], dtype=float)
     np.testing.assert_allclose(both, (forward + backward) / 2, atol=2e-6)
     assert not np.allclose(forward, backward, atol=1e-4), "strands should differ for this check"
+
+
+@allow_compiler_warnings
+def test_compile_gives_the_same_probabilities(trained_run, data_dir, tmp_path, fresh_compiler):
+    query = data_dir / "capsule_small" / "query.fa"
+    _predict(trained_run, query, tmp_path / "eager.tsv")
+    _predict(trained_run, query, tmp_path / "compiled.tsv", compile_blocks=True)
+    assert fresh_compiler["stats"]["unique_graphs"] > 0
+    eager, compiled = _read_tsv(tmp_path / "eager.tsv"), _read_tsv(tmp_path / "compiled.tsv")
+    assert [row[:3] for row in eager] == [row[:3] for row in compiled]
+    np.testing.assert_allclose(np.array([row[3:] for row in compiled[1:]], dtype=float),
+                               np.array([row[3:] for row in eager[1:]], dtype=float), atol=1e-5)
 
 
 def test_labels_give_metrics(trained_run, data_dir, tmp_path):

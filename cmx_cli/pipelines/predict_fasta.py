@@ -22,6 +22,7 @@ from cmx_cli.metrics import classification_metrics, metrics_table
 from cmx_cli.runtime import resolve_device, resolve_precision
 from cmx_cli.training.checkpoint import load_checkpoint
 from cmx_cli.training.classification import KIND, build_classifier, predict_probabilities
+from models import set_compiled
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class PredictFastaConfig:
     chunk_tokens: int = 2_000_000
     device: str = "auto"
     precision: str = "auto"
+    compile_blocks: bool = False
 
 
 @dataclass
@@ -77,6 +79,7 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
     started = time.monotonic()
     checkpoint = load_checkpoint(config.model, KIND)
     model = build_classifier(checkpoint)
+    set_compiled(model, config.compile_blocks)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     model.to(device)

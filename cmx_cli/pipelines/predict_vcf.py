@@ -34,6 +34,7 @@ from cmx_cli.training.variant_classification import VariantScorer, build_variant
 from cmx_cli.training.zero_shot import ZeroShotScorer
 from cmx_cli.variants.alleles import is_snv
 from cmx_cli.variants.vcf_io import ScoreSummary, preflight, score_variants
+from models import set_compiled
 
 ZERO_SHOT_DESCRIPTION = (
     "cmx zero-shot score: log P(alt) - log P(ref) in nats at the masked variant position, "
@@ -63,6 +64,7 @@ class PredictVcfConfig:
     max_tokens: int = 16384
     device: str = "auto"
     precision: str = "auto"
+    compile_blocks: bool = False
     command: str = "cmx predict"
 
 
@@ -138,6 +140,7 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
         raise CmxError(
             f"{checkpoint.path}: a {checkpoint.kind} model cannot score variants",
             "use a `cmx finetune` run, or a `cmx pretrain` run for zero-shot SNV scores.")
+    set_compiled(model, config.compile_blocks)
     with ReferenceGenome(Path(config.reference), config.contig_map) as reference:
         # Pre-flight: contigs, REF mismatches and unscorable alleles, before any model work.
         report = preflight(config.vcf, reference, config.regions, window, config.ref_mismatch)
