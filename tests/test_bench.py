@@ -54,7 +54,8 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
     text = console.export_text()
     for row in ("rotation vs copy", "training step vs matmul", "per-sequence torch.roll"):
         assert row in text
-    assert bench_tables(report)[0].title == "cmx bench on cpu (%d threads, fp32)" % report["threads"]
+    title = bench_tables(report)[0].title
+    assert title == f"cmx bench on cpu ({report['threads']} threads, fp32)"
     report["config"].update(checkpointing=True, compile_blocks=True)
     assert bench_tables(report)[0].title.endswith("fp32, checkpointing, compiled blocks)")
 

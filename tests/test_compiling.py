@@ -37,7 +37,7 @@ def _twins(trunk):
 
 
 @pytest.mark.parametrize("arch", ["chordmixer", "transformer"])
-def test_compiled_blocks_give_the_eager_outputs_and_gradients(arch):
+def test_compiled_blocks_give_the_eager_outputs_and_gradients(arch, fresh_compiler):
     trunk = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.0)
     if arch == "transformer":
         trunk = TransformerConfig.matching(trunk)
@@ -49,6 +49,7 @@ def test_compiled_blocks_give_the_eager_outputs_and_gradients(arch):
         assert torch.allclose(output, expected, atol=1e-5)
         expected.square().sum().backward()
         output.square().sum().backward()
+    assert fresh_compiler["stats"]["unique_graphs"] > 0  # it did run compiled
     for ours, theirs in zip(compiled.parameters(), eager.parameters()):
         assert torch.allclose(ours.grad, theirs.grad, atol=1e-4)
     eager.eval(), compiled.eval()
@@ -58,11 +59,12 @@ def test_compiled_blocks_give_the_eager_outputs_and_gradients(arch):
     assert not any(getattr(module, "compiled_feed_forward", None) for module in compiled.modules())
 
 
-def test_compiled_dropout_drops_in_training_only():
+def test_compiled_dropout_drops_in_training_only(fresh_compiler):
     trunk = ChordMixerConfig(max_len=64, track_size=4, hidden_size=32, dropout=0.5)
     eager, compiled = _twins(trunk)
     tokens, offsets = _batch([64, 20])
     first, second = compiled(tokens, offsets), compiled(tokens, offsets)
+    assert fresh_compiler["stats"]["unique_graphs"] > 0
     assert not torch.allclose(first, second)
     eager.eval(), compiled.eval()
     with torch.no_grad():
@@ -77,7 +79,8 @@ def test_cmx_train_with_compile_learns_the_eager_weights(data_dir, tmp_path, fre
     compiled_settings = TrainingSettings(epochs=1, learning_rate=3e-3, seed=1, compile_blocks=True)
     train.run(_config(data_dir, tmp_path / "compiled", training=compiled_settings))
     assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
-    eager, compiled = _weights(tmp_path / "eager" / "last.pt"), _weights(tmp_path / "compiled" / "last.pt")
+    eager = _weights(tmp_path / "eager" / "last.pt")
+    compiled = _weights(tmp_path / "compiled" / "last.pt")
     assert eager.keys() == compiled.keys()
     for key in eager:
         assert torch.allclose(compiled[key], eager[key], atol=1e-4), key
