@@ -607,7 +607,9 @@ def bench(**options) -> None:
     Each case runs in its own process, so its peak memory is its own and running out of
     memory is reported, not fatal. Also measures the rotation against a plain copy, the
     block MLP against plain matrix products, the speed-up over a per-sequence torch.roll
-    rotation, and a dot-product attention baseline of the same width and depth.
+    rotation, and a dot-product attention baseline of the same width and depth. The runs
+    compared with each other take turns in one process, so that both sides of a ratio see
+    the same machine.
 
     Example: cmx bench --lengths 1000,16384,131072,1000000 --checkpointing --json
     """
