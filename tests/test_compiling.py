@@ -59,6 +59,34 @@ def test_compiled_blocks_give_the_eager_outputs_and_gradients(arch, fresh_compil
     assert not any(getattr(module, "compiled_feed_forward", None) for module in compiled.modules())
 
 
+def test_compiled_blocks_under_checkpointing_give_the_eager_gradients(fresh_compiler):
+    from models import set_checkpointing
+
+    trunk = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.0)
+    eager, compiled = _twins(trunk)
+    set_checkpointing(compiled, True)  # two-level: segments, then blocks, recomputed
+    tokens, offsets = _batch([3, 40, 300, 17])
+    expected, output = eager(tokens, offsets), compiled(tokens, offsets)
+    expected.square().sum().backward()
+    output.square().sum().backward()
+    assert fresh_compiler["stats"]["unique_graphs"] > 0
+    assert torch.allclose(output, expected, atol=1e-5)
+    for ours, theirs in zip(compiled.parameters(), eager.parameters()):
+        assert torch.allclose(ours.grad, theirs.grad, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_compiled_blocks_on_cuda_give_the_eager_outputs():
+    trunk = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.0)
+    eager, compiled = _twins(trunk)
+    eager, compiled = eager.cuda(), compiled.cuda()
+    tokens, offsets = _batch([50, 120, 7])
+    tokens, offsets = tokens.cuda(), offsets.cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        expected, output = eager(tokens, offsets).float(), compiled(tokens, offsets).float()
+    assert torch.allclose(output, expected, atol=2e-2)
+
+
 def test_compiled_dropout_drops_in_training_only(fresh_compiler):
     trunk = ChordMixerConfig(max_len=64, track_size=4, hidden_size=32, dropout=0.5)
     eager, compiled = _twins(trunk)
