@@ -679,6 +679,6 @@ def main() -> None:
         if debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
-        click.echo(f"{rank_prefix}Error: internal error: {type(error).__name__}: {message}. Hint: rerun with "
-                   "--debug for the traceback and report it.", err=True)
+        click.echo(f"{rank_prefix}Error: internal error: {type(error).__name__}: {message}. "
+                   "Hint: rerun with --debug for the traceback and report it.", err=True)
         sys.exit(1)
