@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.config import ChordMixerConfig, blocks_for_length
 from models.dropout import Dropout
+from models.reversible import ReversibleBlock, mask_rows, run_reversible
 from models.rotate import RotationPlan
 
 
@@ -26,15 +27,14 @@ class ChordMixerBlock(nn.Module):
     code instead rotates the MLP output.
     """
 
-    def __init__(self, config: ChordMixerConfig) -> None:
+    def __init__(self, d_model: int, hidden_size: int, dropout: float, norm: bool) -> None:
         super().__init__()
-        d_model = config.d_model
-        self.norm = nn.LayerNorm(d_model) if config.norm else nn.Identity()
+        self.norm = nn.LayerNorm(d_model) if norm else nn.Identity()
         self.mix = nn.Sequential(
-            nn.Linear(d_model, config.hidden_size),
+            nn.Linear(d_model, hidden_size),
             nn.GELU(),
-            Dropout(config.dropout),
-            nn.Linear(config.hidden_size, d_model),
+            Dropout(dropout),
+            nn.Linear(hidden_size, d_model),
         )
         self.compiled_feed_forward = None  # set by models.compiling.set_compiled
 
@@ -60,7 +60,8 @@ class ChordMixer(nn.Module):
     """Embedding + ChordMixer blocks over packed variable-length batches.
 
     With ``config.vocab_size == 0`` there is no embedding and the input is already (T, d)
-    features, as for the decoder of the masked-base autoencoder.
+    features, as for the decoder of the masked-base autoencoder. With ``config.reversible``
+    the blocks are :class:`~models.reversible.ReversibleBlock` pairs of half-width blocks.
 
     Attributes:
         plan_type: How the batch is rotated: :class:`RotationPlan` (one packed permutation), or
@@ -79,7 +80,7 @@ class ChordMixer(nn.Module):
         self.embedding = (
             nn.Embedding(config.vocab_size, config.d_model) if config.vocab_size else None
         )
-        self.blocks = nn.ModuleList(ChordMixerBlock(config) for _ in range(config.n_blocks))
+        self.blocks = nn.ModuleList(_block(config) for _ in range(config.n_blocks))
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm else nn.Identity()
 
     def blocks_per_sequence(self, lengths: list[int]) -> list[int]:
@@ -104,7 +105,7 @@ class ChordMixer(nn.Module):
         offsets = offsets.to(device=tokens.device, dtype=torch.int64)
         lengths = (offsets[1:] - offsets[:-1]).tolist()  # one host sync per batch
         depths = self.blocks_per_sequence(lengths)
-        plan = self.plan_type.build(offsets, self.config.n_tracks, self.config.track_size)
+        plan = self.plan_type.build(offsets, self.config.n_tracks)
         x = tokens if self.embedding is None else self.embedding(tokens)  # (T, d)
         if added is not None:
             x = x + added
@@ -116,6 +117,12 @@ class ChordMixer(nn.Module):
                 torch.tensor(lengths, device=tokens.device),
                 output_size=x.shape[0],
             )  # (T,)
+        if self.config.reversible:
+            keeps = [None if index < shallowest else token_depth > index
+                     for index in range(deepest)]
+            first, second = (half.contiguous() for half in x.chunk(2, dim=1))  # (T, d/2) each
+            halves = run_reversible(self.blocks[:deepest], first, second, plan, keeps)
+            return self.final_norm(torch.cat(halves, dim=1))
         recompute = self.checkpointing and torch.is_grad_enabled()
         if recompute and x.requires_grad:
             # Two levels (√n checkpointing): keep the input of every segment of ~√n blocks;
@@ -141,7 +148,7 @@ class ChordMixer(nn.Module):
             update = block(x, plan)
         if index >= shallowest:
             # Sequences that have passed all their blocks keep their features unchanged.
-            update = update * (token_depth > index).to(update.dtype)[:, None]  # (T, d)
+            update = mask_rows(update, token_depth > index)  # (T, d)
         return x + update
 
     def _run_segment(self, x: torch.Tensor, plan: RotationPlan, blocks: range, shallowest: int,
@@ -150,6 +157,15 @@ class ChordMixer(nn.Module):
         for index in blocks:
             x = self._run_block(index, x, plan, shallowest, token_depth, recompute=True)
         return x
+
+
+def _block(config: ChordMixerConfig) -> nn.Module:
+    """One block of the trunk: a ChordMixer block, or a reversible pair of half-width ones."""
+    if not config.reversible:
+        return ChordMixerBlock(config.d_model, config.hidden_size, config.dropout, config.norm)
+    return ReversibleBlock(*(
+        ChordMixerBlock(config.d_model // 2, config.hidden_size, config.dropout, config.norm)
+        for _ in range(2)))
 
 
 def set_checkpointing(model: nn.Module, enabled: bool) -> None:

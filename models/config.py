@@ -35,6 +35,9 @@ class ChordMixerConfig:
         hidden_size: Hidden width h of each block's MLP.
         dropout: Dropout inside each block's MLP.
         norm: Apply LayerNorm before each block's MLP and after the last block.
+        reversible: Reversible blocks (``models.reversible``): two half-width blocks each,
+            whose inputs backward rebuilds from their outputs, so that training keeps no
+            activations per block. Needs an even ``track_size``.
     """
 
     vocab_size: int = 6
@@ -43,10 +46,14 @@ class ChordMixerConfig:
     hidden_size: int = 128
     dropout: float = 0.1
     norm: bool = True
+    reversible: bool = False
 
     def __post_init__(self) -> None:
         if self.vocab_size < 0 or self.max_len < 1 or self.track_size < 1 or self.hidden_size < 1:
             raise ValueError(f"ChordMixerConfig sizes must be positive: {self}")
+        if self.reversible and self.track_size % 2:
+            raise ValueError("reversible blocks split every track in two halves, so the track "
+                             f"size must be even, got {self.track_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -110,9 +110,12 @@ class RotationPlan:
     A batch of one sequence takes a fast path instead: two slice copies per track, with no
     index at all.
 
+    The plan does not depend on the width: it rotates any (T, n_tracks × track size)
+    activations, such as the half-width halves of reversible blocks.
+
     Attributes:
         offsets: (B+1,) int64 sequence boundaries.
-        track_size: Channels per track.
+        n_tracks: Number of tracks.
         source_rows: (T·n_tracks,) forward permutation of rows, int32 unless the batch has
             2^31 rows or more (None for one sequence).
         inverse_rows: (T·n_tracks,) its inverse, used in backward (None for one sequence).
@@ -120,61 +123,59 @@ class RotationPlan:
     """
 
     offsets: torch.Tensor
-    track_size: int
+    n_tracks: int
     source_rows: Optional[torch.Tensor]
     inverse_rows: Optional[torch.Tensor]
     single_shifts: Optional[tuple[int, ...]] = None
 
     @classmethod
-    def build(cls, offsets: torch.Tensor, n_tracks: int, track_size: int) -> "RotationPlan":
+    def build(cls, offsets: torch.Tensor, n_tracks: int) -> "RotationPlan":
         """Build the forward and inverse row permutations for a packed batch.
 
         Args:
             offsets: (B+1,) int64 on the device of the activations.
             n_tracks: Number of tracks.
-            track_size: Channels per track.
         """
         if offsets.numel() == 2:
-            return cls(offsets, track_size, None, None, tuple(track_shifts(n_tracks).tolist()))
+            return cls(offsets, n_tracks, None, None, tuple(track_shifts(n_tracks).tolist()))
         source = rotation_source_rows(offsets, n_tracks)
         inverse = torch.empty_like(source)
         inverse[source] = torch.arange(source.numel(), device=source.device)
         if source.numel() <= torch.iinfo(torch.int32).max:
             # int32 rows halve the memory of the index and its inverse, at the same speed.
             source, inverse = source.to(torch.int32), inverse.to(torch.int32)
-        return cls(offsets, track_size, source, inverse)
+        return cls(offsets, n_tracks, source, inverse)
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate every track of every sequence.
 
         Args:
-            x: (T, d) packed activations, d = track_size × n_tracks.
+            x: (T, d) packed activations, d = n_tracks × track size.
 
         Returns:
             (T, d) rotated activations.
         """
+        track_size = x.shape[-1] // self.n_tracks
         if self.single_shifts is not None:
-            return _TrackRoll.apply(x, self.single_shifts, self.track_size)
-        return _RowPermutation.apply(x, self.source_rows, self.inverse_rows, self.track_size)
+            return _TrackRoll.apply(x, self.single_shifts, track_size)
+        return _RowPermutation.apply(x, self.source_rows, self.inverse_rows, track_size)
 
 
-def rotate_reference(
-    x: torch.Tensor, offsets: torch.Tensor, n_tracks: int, track_size: int
-) -> torch.Tensor:
+def rotate_reference(x: torch.Tensor, offsets: torch.Tensor, n_tracks: int) -> torch.Tensor:
     """Per-sequence, per-track ``torch.roll`` rotation: the slow, obviously correct reference.
 
     This is how the authors' code rotates (a Python loop over sequences and tracks). It is
     kept for tests and benchmarks only.
 
     Args:
-        x: (T, d) packed activations.
+        x: (T, d) packed activations, d = n_tracks × track size.
         offsets: (B+1,) sequence boundaries.
         n_tracks: Number of tracks.
-        track_size: Channels per track.
 
     Returns:
         (T, d) rotated activations.
     """
+    track_size = x.shape[-1] // n_tracks
     pieces = []
     bounds = offsets.tolist()
     for start, end in zip(bounds[:-1], bounds[1:]):
@@ -196,13 +197,12 @@ class ReferenceRotationPlan:
 
     offsets: torch.Tensor
     n_tracks: int
-    track_size: int
 
     @classmethod
-    def build(cls, offsets: torch.Tensor, n_tracks: int, track_size: int) -> "ReferenceRotationPlan":
+    def build(cls, offsets: torch.Tensor, n_tracks: int) -> "ReferenceRotationPlan":
         """Keep the boundaries; nothing is precomputed."""
-        return cls(offsets, n_tracks, track_size)
+        return cls(offsets, n_tracks)
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate every track of every sequence with ``torch.roll``."""
-        return rotate_reference(x, self.offsets, self.n_tracks, self.track_size)
+        return rotate_reference(x, self.offsets, self.n_tracks)

@@ -36,9 +36,10 @@ def _twins(trunk):
     return eager, compiled
 
 
-@pytest.mark.parametrize("arch", ["chordmixer", "transformer"])
+@pytest.mark.parametrize("arch", ["chordmixer", "reversible", "transformer"])
 def test_compiled_blocks_give_the_eager_outputs_and_gradients(arch, fresh_compiler):
-    trunk = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.0)
+    trunk = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.0,
+                             reversible=arch == "reversible")
     if arch == "transformer":
         trunk = TransformerConfig.matching(trunk)
     eager, compiled = _twins(trunk)
@@ -73,6 +74,30 @@ def test_compiled_blocks_under_checkpointing_give_the_eager_gradients(fresh_comp
     assert torch.allclose(output, expected, atol=1e-5)
     for ours, theirs in zip(compiled.parameters(), eager.parameters()):
         assert torch.allclose(ours.grad, theirs.grad, atol=1e-4)
+
+
+def test_compiled_reversible_blocks_replay_their_dropout_in_backward(fresh_compiler):
+    """Backward recomputes each half with the compiler's own random numbers: the same ones."""
+    from tests.test_reversible import _ordinary_backward
+
+    trunk = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=0.3,
+                             reversible=True)
+    _, compiled = _twins(trunk)
+    tokens, offsets = _batch([3, 40, 300, 17])
+    gradients = []
+    for reversible_backward in (False, True):
+        compiled.zero_grad()
+        torch.manual_seed(11)
+        if reversible_backward:
+            output = compiled(tokens, offsets)
+        else:
+            with _ordinary_backward():
+                output = compiled(tokens, offsets)
+        output.square().sum().backward()
+        gradients.append([p.grad.clone() for p in compiled.parameters()])
+    assert fresh_compiler["stats"]["unique_graphs"] > 0
+    for plain, reversible in zip(*gradients):
+        assert torch.allclose(reversible, plain, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.gpu

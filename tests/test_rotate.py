@@ -32,7 +32,7 @@ def test_rotation_matches_roll_for_short_sequences(lengths, n_tracks, device):
     track_size = 3
     offsets = _offsets(lengths).to(device)
     x = torch.randn(sum(lengths), n_tracks * track_size, device=device)
-    rotated = RotationPlan.build(offsets, n_tracks, track_size).rotate(x)
+    rotated = RotationPlan.build(offsets, n_tracks).rotate(x)
     expected = torch.cat(
         [_roll_one(x[a:b], n_tracks, track_size) for a, b in zip(offsets[:-1], offsets[1:])]
     )
@@ -43,7 +43,7 @@ def test_rotation_direction_follows_paper_equation_2():
     # z_j = x_{(j + 2^(k-1)) mod L}: position 0 of track 1 holds what was at position 1.
     offsets = _offsets([4])
     x = torch.arange(4, dtype=torch.float32)[:, None].repeat(1, 3)  # (4, 3): 3 tracks of 1
-    rotated = RotationPlan.build(offsets, 3, 1).rotate(x)
+    rotated = RotationPlan.build(offsets, 3).rotate(x)
     assert rotated[:, 0].tolist() == [0, 1, 2, 3]
     assert rotated[:, 1].tolist() == [1, 2, 3, 0]
     assert rotated[:, 2].tolist() == [2, 3, 0, 1]
@@ -58,8 +58,8 @@ def test_rotation_direction_follows_paper_equation_2():
 def test_rotation_matches_reference_for_random_lengths(lengths, n_tracks, track_size):
     offsets = _offsets(lengths)
     x = torch.randn(sum(lengths), n_tracks * track_size)
-    plan = RotationPlan.build(offsets, n_tracks, track_size)
-    assert torch.equal(plan.rotate(x), rotate_reference(x, offsets, n_tracks, track_size))
+    plan = RotationPlan.build(offsets, n_tracks)
+    assert torch.equal(plan.rotate(x), rotate_reference(x, offsets, n_tracks))
 
 
 @pytest.mark.parametrize("lengths", [[5, 1, 12, 3], [12], [1], [300]])
@@ -69,10 +69,10 @@ def test_backward_is_the_inverse_rotation(device, lengths):
     offsets = _offsets(lengths).to(device)
     x = torch.randn(sum(lengths), n_tracks * track_size, device=device, requires_grad=True)
     upstream = torch.randn_like(x)
-    (RotationPlan.build(offsets, n_tracks, track_size).rotate(x) * upstream).sum().backward()
+    (RotationPlan.build(offsets, n_tracks).rotate(x) * upstream).sum().backward()
     ours = x.grad.clone()
     x.grad = None
-    (rotate_reference(x, offsets.cpu(), n_tracks, track_size) * upstream).sum().backward()
+    (rotate_reference(x, offsets.cpu(), n_tracks) * upstream).sum().backward()
     assert torch.equal(ours, x.grad)
 
 
@@ -82,7 +82,7 @@ def test_source_rows_form_a_permutation():
 
 
 def test_packed_plan_keeps_int32_rows_and_their_inverse():
-    plan = RotationPlan.build(_offsets([7, 2, 9]), 4, 3)
+    plan = RotationPlan.build(_offsets([7, 2, 9]), 4)
     assert plan.source_rows.dtype == plan.inverse_rows.dtype == torch.int32
     assert torch.equal(plan.source_rows.long(), rotation_source_rows(_offsets([7, 2, 9]), 4))
     composed = plan.source_rows.long()[plan.inverse_rows.long()]
@@ -96,13 +96,13 @@ def test_huge_shift_does_not_overflow():
 
 
 def test_one_sequence_takes_the_fast_path_and_a_huge_shift_wraps():
-    plan = RotationPlan.build(_offsets([3]), 41, 2)
+    plan = RotationPlan.build(_offsets([3]), 41)
     assert plan.source_rows is None and plan.single_shifts[40] == 2**39
     x = torch.randn(3, 82)
-    assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([3]), 41, 2))
+    assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([3]), 41))
 
 
 def test_one_sequence_rotation_accepts_a_non_contiguous_tensor():
     x = torch.randn(4 * 3, 50).t()  # (50, 12), transposed: not contiguous
-    plan = RotationPlan.build(_offsets([50]), 4, 3)
-    assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([50]), 4, 3))
+    plan = RotationPlan.build(_offsets([50]), 4)
+    assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([50]), 4))

@@ -56,6 +56,7 @@ class BenchConfig:
     track_size: int = 16
     hidden_size: int = 128
     checkpointing: bool = False
+    reversible: bool = False
     compile_blocks: bool = False
     reference: bool = True
     attention: bool = True
@@ -82,7 +83,7 @@ def _model(config: BenchConfig, longest: int, device: torch.device,
            attention: bool = False) -> SequenceClassifier:
     torch.manual_seed(config.seed)
     trunk = ChordMixerConfig(max_len=longest, track_size=config.track_size,
-                             hidden_size=config.hidden_size)
+                             hidden_size=config.hidden_size, reversible=config.reversible)
     if attention:
         trunk = TransformerConfig.matching(trunk)
     return SequenceClassifier(ClassifierConfig(trunk, n_classes=2)).to(device)
@@ -194,10 +195,10 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
     trunk = model.config.trunk
     _, offsets = _batch(lengths, device)
     x = torch.randn(sum(lengths), trunk.d_model, device=device)  # (T, d)
-    plan = RotationPlan.build(offsets, trunk.n_tracks, trunk.track_size)
+    plan = RotationPlan.build(offsets, trunk.n_tracks)
     moved = 2.0 * x.numel() * x.element_size()  # read + write
-    single = RotationPlan.build(torch.tensor([0, x.shape[0]], device=device), trunk.n_tracks,
-                                trunk.track_size)  # the same tokens as one sequence
+    single = RotationPlan.build(torch.tensor([0, x.shape[0]], device=device),
+                                trunk.n_tracks)  # the same tokens as one sequence
     torch.manual_seed(config.seed)
     mix = torch.nn.Sequential(torch.nn.Linear(trunk.d_model, trunk.hidden_size), torch.nn.GELU(),
                               torch.nn.Linear(trunk.hidden_size, trunk.d_model)).to(device)
@@ -335,6 +336,7 @@ def bench_tables(results: dict) -> list[Table]:
     config = results["config"]
     setup = [f"{results['threads']} threads", results["precision"]]
     setup += [name for name, on in (("checkpointing", config["checkpointing"]),
+                                    ("reversible blocks", config["reversible"]),
                                     ("compiled blocks", config["compile_blocks"])) if on]
     table = Table(title=f"cmx bench on {results['device']} ({', '.join(setup)})")
     modes = [mode for mode in ("train", "inference", "attention", "attention-inference")

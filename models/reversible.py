@@ -1,0 +1,145 @@
+"""Reversible ChordMixer blocks: training memory that does not grow with depth.
+
+The paper notes (§3.3) that training on a length-N sequence keeps O(d·N·log2 N) activations,
+and that the reversible residual trick (Gomez et al., 2017) brings this down to O(d·N). A
+reversible block splits the channels into two halves, each holding every track at half the
+track size, and updates them in turn with two ChordMixer blocks of half width (F and G,
+each Rotate → Norm → MLP):
+
+    y1 = x1 + F(x2)
+    y2 = x2 + G(y1)
+
+Its input can be rebuilt from its output: x2 = y2 − G(y1), then x1 = y1 − F(x2). So training
+keeps only the output of the whole stack, and backward rebuilds each block's input on the
+way down, recomputing that one block's graph to get its gradients. Dropout draws the same
+masks again, from the random state saved before each half. A sequence still passes exactly
+its own ⌈log2 L⌉ blocks: the update of a finished sequence is masked to zero, which is just as
+invertible.
+
+The rebuilt inputs equal the originals only up to float rounding, so gradients match those
+of ordinary backpropagation through the same network to within rounding, not bit for bit.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from models.rotate import RotationPlan
+
+
+def mask_rows(update: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+    """Zero the rows of ``update`` (T, d) whose ``keep`` (T,) is False; None keeps all."""
+    if keep is None:
+        return update
+    return update * keep.to(update.dtype)[:, None]
+
+
+class ReversibleBlock(nn.Module):
+    """(x1, x2) → (x1 + F(x2), x2 + G(x1 + F(x2))), with F and G modules (x, plan) → update."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first = first
+        self.second = second
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, plan: RotationPlan,
+                keep: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both halves updated, by ordinary autograd (used for inference).
+
+        Args:
+            x1, x2: (T, d/2) the two halves of the packed activations.
+            plan: The batch's rotation plan.
+            keep: (T,) bool, the positions whose sequences pass this block; None for all.
+
+        Returns:
+            (y1, y2), each (T, d/2).
+        """
+        y1 = x1 + mask_rows(self.first(x2, plan), keep)
+        return y1, x2 + mask_rows(self.second(y1, plan), keep)
+
+
+def run_reversible(blocks: Sequence[ReversibleBlock], x1: torch.Tensor, x2: torch.Tensor,
+                   plan: RotationPlan, keeps: Sequence[Optional[torch.Tensor]]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``blocks`` in turn; with gradients, keep only the last block's output.
+
+    Args:
+        blocks: The reversible blocks to pass.
+        x1, x2: (T, d/2) halves of the packed activations.
+        plan: The batch's rotation plan.
+        keeps: For each block, (T,) bool of the positions it updates, or None for all.
+
+    Returns:
+        The two (T, d/2) halves after the last block.
+    """
+    if not torch.is_grad_enabled():
+        for block, keep in zip(blocks, keeps):
+            x1, x2 = block(x1, x2, plan, keep)
+        return x1, x2
+    parameters = [p for block in blocks for p in block.parameters()]
+    return _ReversibleStack.apply(x1, x2, blocks, plan, keeps, *parameters)
+
+
+class _RandomState:
+    """The generator state dropout draws from (CPU, and the CUDA device when there is one)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self) -> None:
+        """Make the next random draws repeat those made after this state was taken."""
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+class _ReversibleStack(torch.autograd.Function):
+    """The blocks' forward keeps only its output; backward rebuilds inputs block by block.
+
+    The blocks' parameters are passed as inputs only so that the outputs require gradients
+    whenever a parameter does (a frozen embedding, say); their gradients are accumulated
+    directly by recomputing each half with autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, x1, x2, blocks, plan, keeps, *parameters):  # noqa: D102 - autograd
+        device_type = x1.device.type
+        ctx.autocast = {"device_type": device_type,
+                        "enabled": torch.is_autocast_enabled(device_type),
+                        "dtype": torch.get_autocast_dtype(device_type)}
+        ctx.blocks, ctx.plan, ctx.keeps, ctx.states = blocks, plan, keeps, []
+        for block, keep in zip(blocks, keeps):
+            first_state = _RandomState(x1.device)
+            x1 = x1 + mask_rows(block.first(x2, plan), keep)
+            second_state = _RandomState(x1.device)
+            x2 = x2 + mask_rows(block.second(x1, plan), keep)
+            ctx.states.append((first_state, second_state))
+        ctx.save_for_backward(x1, x2)
+        return x1, x2
+
+    @staticmethod
+    def backward(ctx, grad1, grad2):  # noqa: D102 - autograd
+        y1, y2 = ctx.saved_tensors
+        devices = [y1.device] if y1.device.type == "cuda" else []
+        steps = list(zip(ctx.blocks, ctx.keeps, ctx.states))
+        with torch.random.fork_rng(devices=devices), torch.autocast(**ctx.autocast):
+            for block, keep, (first_state, second_state) in reversed(steps):
+                second_state.restore()
+                with torch.enable_grad():
+                    y1 = y1.detach().requires_grad_()
+                    update = mask_rows(block.second(y1, ctx.plan), keep)
+                torch.autograd.backward(update, grad2)
+                x2 = (y2 - update.detach()).requires_grad_()
+                grad1 = grad1 + y1.grad
+                first_state.restore()
+                with torch.enable_grad():
+                    update = mask_rows(block.first(x2, ctx.plan), keep)
+                torch.autograd.backward(update, grad1)
+                y1, y2 = y1.detach() - update.detach(), x2.detach()
+                grad2 = grad2 + x2.grad
+        ctx.blocks = ctx.plan = ctx.keeps = ctx.states = None
+        return (grad1, grad2, None, None, None) + (None,) * (len(ctx.needs_input_grad) - 5)
