@@ -33,6 +33,24 @@ compile_option = click.option(
     "--compile", "compile_blocks", is_flag=True,
     help="Compile each block's norm and MLP with torch.compile (for CUDA; slower on the "
          "CPU). The first batch takes tens of seconds more.")
+reversible_option = click.option(
+    "--reversible", is_flag=True,
+    help="Reversible blocks: backward rebuilds each block's input from its output, so "
+         "training keeps no activations per block. The least memory for very long sequences; "
+         "a different network from the default one. Needs an even track size.")
+
+
+def check_reversible(options: dict, *track_options: str) -> None:
+    """--reversible splits every track in two halves, so the track sizes must be even; it
+    also makes --checkpointing pointless."""
+    if options["reversible"] and options["checkpointing"]:
+        raise click.UsageError("--reversible already keeps no activations per block; "
+                               "drop --checkpointing")
+    odd = [name for name in track_options if options["reversible"] and options[name] % 2]
+    if odd:
+        raise click.UsageError(
+            "--reversible splits every track in two halves; give an even "
+            + " and an even ".join("--" + name.replace("_", "-") for name in odd))
 
 
 def training_options(command):
@@ -107,7 +125,8 @@ def check_init_options(ctx: click.Context, options: dict) -> None:
     if options["freeze_encoder"] and not options["init"]:
         raise click.UsageError("--freeze-encoder needs --init PRETRAIN_RUN")
     if options["init"]:
-        shape = [name for name in ("max_len", "track_size", "hidden_size", "dropout")
+        shape = [name for name in ("max_len", "track_size", "hidden_size", "dropout",
+                                   "reversible")
                  if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if shape:
             raise click.UsageError(
@@ -190,6 +209,7 @@ def cli(debug: bool) -> None:
               help="Hidden width of each block's MLP.")
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Dropout inside each block's MLP.")
+@reversible_option
 @click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Token budget per batch (per process under torchrun); a longer sequence "
                    "gets a batch of its own. Small budgets mean more optimizer steps, which "
@@ -226,6 +246,9 @@ def train(ctx: click.Context, **options) -> None:
     check_init_options(ctx, options)
     if options["init"] and options["arch"] != "chordmixer":
         raise click.UsageError("--init starts a ChordMixer from a pretrained one; drop --arch")
+    if options["reversible"] and options["arch"] != "chordmixer":
+        raise click.UsageError("--reversible is a ChordMixer option; drop --arch or --reversible")
+    check_reversible(options, "track_size")
     config = pipeline.TrainConfig(
         fasta=tuple(options["fasta"]), out=str(out), label_regex=options["label_regex"],
         labels_table=options["labels_table"], group_regex=options["group_regex"],
@@ -234,6 +257,7 @@ def train(ctx: click.Context, **options) -> None:
         test_fraction=options["test_fraction"], deduplicate=not options["keep_duplicates"],
         max_len=options["max_len"], track_size=options["track_size"],
         hidden_size=options["hidden_size"], dropout=options["dropout"],
+        reversible=options["reversible"],
         max_tokens=options["max_tokens"], class_weights=options["class_weights"],
         kmer_k=options["kmer_k"], init=options["init"], freeze_encoder=options["freeze_encoder"],
         device=options["device"], precision=options["precision"],
@@ -283,6 +307,7 @@ def train(ctx: click.Context, **options) -> None:
               help="Hidden width of each decoder block's MLP.")
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Dropout inside each block's MLP.")
+@reversible_option
 @click.option("--markov-order", type=click.IntRange(0, 10), default=5, show_default=True,
               help="Context length of the Markov-model baseline.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=16384, show_default=True,
@@ -313,6 +338,7 @@ def pretrain(ctx: click.Context, **options) -> None:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
     if options["min_length"] > options["max_length"]:
         raise click.UsageError("--min-length must not exceed --max-length")
+    check_reversible(options, "track_size", "decoder_track_size")
     config = pipeline.PretrainConfig(
         fasta=tuple(options["fasta"]), out=str(options["out"]),
         val_fasta=tuple(options["val_fasta"]), val_fraction=options["val_fraction"],
@@ -325,7 +351,8 @@ def pretrain(ctx: click.Context, **options) -> None:
         validation_tokens=options["validation_tokens"], track_size=options["track_size"],
         hidden_size=options["hidden_size"], decoder_track_size=options["decoder_track_size"],
         decoder_hidden_size=options["decoder_hidden_size"], dropout=options["dropout"],
-        max_tokens=options["max_tokens"], markov_order=options["markov_order"],
+        reversible=options["reversible"], max_tokens=options["max_tokens"],
+        markov_order=options["markov_order"],
         device=options["device"], precision=options["precision"],
         training=training_settings(options))
     run_training(pipeline, config, options["quiet"])
@@ -389,6 +416,7 @@ def _contig_list(ctx, param, values) -> tuple:
               help="Dropout before the classifier's last layer.")
 @click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
               help="Without --init: dropout inside each encoder block's MLP.")
+@reversible_option
 @click.option("--max-tokens", type=click.IntRange(min=1), default=32768, show_default=True,
               help="Token budget per batch (per process under torchrun); a variant takes "
                    "both its windows.")
@@ -424,6 +452,7 @@ def finetune(ctx: click.Context, **options) -> None:
     if (options["group_field"] or options["regions"]) and not options["vcf"]:
         raise click.UsageError("--group-field and --region read --vcf; give --vcf too")
     check_init_options(ctx, options)
+    check_reversible(options, "track_size")
     config = pipeline.FinetuneConfig(
         reference=options["reference"], out=str(options["out"]), vcf=options["vcf"],
         label_field=options["label_field"], labels_table=options["labels_table"],
@@ -436,7 +465,7 @@ def finetune(ctx: click.Context, **options) -> None:
         marker=options["marker"], reverse_complement=options["rc"], max_len=options["max_len"],
         track_size=options["track_size"], hidden_size=options["hidden_size"],
         head_hidden=options["head_hidden"], head_dropout=options["head_dropout"],
-        dropout=options["dropout"],
+        dropout=options["dropout"], reversible=options["reversible"],
         max_tokens=options["max_tokens"], flank=options["flank"], device=options["device"],
         precision=options["precision"], training=training_settings(options))
     run_training(pipeline, config, options["quiet"])
@@ -590,6 +619,8 @@ def _length_list(ctx, param, value: str) -> tuple:
 @click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Hidden width of each block's MLP.")
 @click.option("--checkpointing", is_flag=True, help="Train with activation checkpointing.")
+@click.option("--reversible", is_flag=True,
+              help="Benchmark a network of reversible blocks (see cmx train --reversible).")
 @compile_option
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Also time the per-sequence torch.roll network on the packed batch.")
@@ -619,8 +650,8 @@ def bench(**options) -> None:
         lengths=options["lengths"], packed_tokens=options["packed_tokens"],
         mean_length=options["mean_length"], repeats=options["repeats"],
         track_size=options["track_size"], hidden_size=options["hidden_size"],
-        checkpointing=options["checkpointing"], compile_blocks=options["compile_blocks"],
-        reference=options["reference"], attention=options["attention"],
+        checkpointing=options["checkpointing"], reversible=options["reversible"],
+        compile_blocks=options["compile_blocks"], reference=options["reference"], attention=options["attention"],
         attention_seconds=options["attention_seconds"], device=options["device"],
         precision=options["precision"])
     pipeline.run(config, Reporter(options["quiet"] or options["as_json"]), options["as_json"])

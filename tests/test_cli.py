@@ -54,6 +54,14 @@ def test_train_and_predict_through_the_cli(data_dir, tmp_path):
     assert "drop --epochs (only" in " ".join(resumed.stderr.split())  # the others may change
 
 
+def test_reversible_attention_is_a_usage_error(data_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
+                                      "--arch", "transformer", "--reversible",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--reversible is a ChordMixer option" in result.stderr
+
+
 def test_train_without_fasta_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2

@@ -270,6 +270,8 @@ def test_held_out_contig_errors(dataset, tmp_path, overrides, names):
     (["--label-field", "LABEL", "--labels", "genome.fa"], "--label-field"),
     (["--label-field", "LABEL", "--freeze-encoder"], "--freeze-encoder needs --init"),
     (["--label-field", "LABEL", "--init", ".", "--track-size", "4"], "drop --track-size"),
+    (["--label-field", "LABEL", "--init", ".", "--reversible"], "drop --reversible"),
+    (["--label-field", "LABEL", "--reversible", "--track-size", "5"], "even --track-size"),
 ])
 def test_command_line_mistakes_are_usage_errors(dataset, tmp_path, arguments, expected):
     root, _, _ = dataset

@@ -122,6 +122,31 @@ def test_init_rejects_shape_flags(pretrained, data_dir, tmp_path):
     assert "--track-size" in result.stderr
 
 
+def test_a_reversible_encoder_pretrains_and_initialises_a_classifier(data_dir, tmp_path):
+    pretrain.run(_pretrain_config(data_dir, tmp_path / "pre", reversible=True, dropout=0.1,
+                                  training=TrainingSettings(epochs=1, learning_rate=3e-3)))
+    config = load_checkpoint(tmp_path / "pre", "mlm").model_config
+    assert config["encoder"]["reversible"] and config["decoder"]["reversible"]
+    capsule = data_dir / "capsule_small"
+    train.run(train.TrainConfig(
+        fasta=(f"{capsule / 'klebsiella.fa'}:Klebsiella", f"{capsule / 'acinetobacter.fa'}:Acinetobacter"),
+        out=str(tmp_path / "run"), init=str(tmp_path / "pre"), kmer_k=3, device="cpu",
+        training=TrainingSettings(epochs=1, max_steps=2, seed=0)))
+    assert load_checkpoint(tmp_path / "run", "classifier").model_config["trunk"]["reversible"]
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["--reversible", "--decoder-track-size", "3"], "even --decoder-track-size"),
+    (["--reversible", "--track-size", "5"], "even --track-size"),
+    (["--reversible", "--checkpointing"], "drop --checkpointing"),
+])
+def test_reversible_option_mistakes_are_usage_errors(data_dir, tmp_path, arguments, expected):
+    result = CliRunner().invoke(cli, ["pretrain", "--fasta", str(data_dir / "pretrain_lambda.fa"),
+                                      "--out", str(tmp_path / "pre"), *arguments])
+    assert result.exit_code == 2 and expected in result.stderr, result.output
+    assert not (tmp_path / "pre").exists()
+
+
 @dataclass
 class _Window:
     ref_tokens: np.ndarray

@@ -187,3 +187,23 @@ def test_the_attention_baseline_trains_and_predicts(data_dir, tmp_path):
         fasta=str(data_dir / "capsule_small" / "klebsiella.fa"), model=str(tmp_path / "run"),
         output=str(tmp_path / "p.tsv"), device="cpu"))
     assert predicted.n_sequences == 40
+
+
+
+def test_a_reversible_network_trains_resumes_and_predicts(data_dir, tmp_path):
+    from cmx_cli.pipelines import predict_fasta
+    settings = TrainingSettings(epochs=2, learning_rate=3e-3, seed=1)
+    whole = train.run(_config(data_dir, tmp_path / "whole", reversible=True, max_len=256,
+                              dropout=0.1, training=settings))
+    assert whole.metrics["training"]["model_config"]["trunk"]["reversible"] is True
+    with pytest.raises(KeyboardInterrupt):
+        train.run(_config(data_dir, tmp_path / "cut", reversible=True, max_len=256, dropout=0.1,
+                          training=settings), _InterruptAfterFirstEpoch(quiet=True))
+    train.run(train.read_config(tmp_path / "cut"), resume=True)
+    weights = _weights(tmp_path / "whole" / "last.pt")
+    resumed = _weights(tmp_path / "cut" / "last.pt")
+    assert all(torch.equal(weights[key], resumed[key]) for key in weights)
+    predicted = predict_fasta.run(predict_fasta.PredictFastaConfig(
+        fasta=str(data_dir / "capsule_small" / "query.fa"), model=str(tmp_path / "cut"),
+        output=str(tmp_path / "p.tsv"), device="cpu"))
+    assert predicted.n_sequences == 20

@@ -67,6 +67,7 @@ class FinetuneConfig:
     head_hidden: int = 128
     head_dropout: float = 0.1
     dropout: float = 0.1
+    reversible: bool = False
     max_tokens: int = 32768
     flank: int = 5
     device: str = "auto"
@@ -168,7 +169,8 @@ def _trunk_config(config: FinetuneConfig, longest: int, reporter: Reporter
                   ) -> tuple[ChordMixerConfig, Optional[dict]]:
     if not config.init:
         return ChordMixerConfig(max_len=config.max_len or longest, track_size=config.track_size,
-                                hidden_size=config.hidden_size, dropout=config.dropout), None
+                                hidden_size=config.hidden_size, dropout=config.dropout,
+                                reversible=config.reversible), None
     trunk, state = load_encoder(config.init)
     if longest > trunk.max_len:
         reporter.warn(f"the longest window ({longest:,} bp) exceeds the pretrained encoder's "

@@ -61,6 +61,7 @@ class PretrainConfig:
     decoder_track_size: int = 8
     decoder_hidden_size: int = 64
     dropout: float = 0.1
+    reversible: bool = False
     max_tokens: int = 16384
     markov_order: int = 5
     device: str = "auto"
@@ -156,7 +157,8 @@ def run(config: PretrainConfig, reporter: Optional[Reporter] = None, resume: boo
         write_json(run_dir / CONFIG_NAME, config.to_dict())
 
     encoder = ChordMixerConfig(max_len=config.max_length, track_size=config.track_size,
-                               hidden_size=config.hidden_size, dropout=config.dropout)
+                               hidden_size=config.hidden_size, dropout=config.dropout,
+                               reversible=config.reversible)
     model_config = MaskedAutoencoderConfig.build(encoder, config.decoder_track_size,
                                                  config.decoder_hidden_size)
     with seeded(config.training.seed):

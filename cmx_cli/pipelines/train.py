@@ -75,6 +75,7 @@ class TrainConfig:
     track_size: int = 16
     hidden_size: int = 128
     dropout: float = 0.1
+    reversible: bool = False
     max_tokens: int = 4096
     class_weights: str = "none"
     kmer_k: int = 5
@@ -253,7 +254,8 @@ def run(config: TrainConfig, reporter: Optional[Reporter] = None, resume: bool =
     else:
         trunk_config = ChordMixerConfig(max_len=config.max_len or longest,
                                         track_size=config.track_size,
-                                        hidden_size=config.hidden_size, dropout=config.dropout)
+                                        hidden_size=config.hidden_size, dropout=config.dropout,
+                                        reversible=config.reversible)
     if config.arch == "transformer":
         # The attention baseline, as wide and deep as the ChordMixer these flags describe.
         trunk_config = TransformerConfig.matching(trunk_config)
