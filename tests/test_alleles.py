@@ -210,3 +210,20 @@ def test_split_record_drops_info_number_g(tmp_path):
     with pysam.VariantFile(str(path)) as variants:
         rec = next(iter(variants))
         assert str(split_record(rec, 1)).split("\t")[7].strip() == "AC=8"
+
+
+def test_split_record_keeps_missing_and_short_fixed_number_values(tmp_path):
+    # The VCF spec's own example has HQ (Number=2) as '.'; pysam reads it as one value.
+    path = tmp_path / "fixed.vcf"
+    path.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+        '##INFO=<ID=X2,Number=2,Type=Integer,Description="x">\n'
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="x">\n'
+        '##FORMAT=<ID=HQ,Number=2,Type=Integer,Description="x">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\tS2\n"
+        "1\t5\t.\tA\tC,G\t.\t.\tX2=.\tGT:HQ\t1/2:.\t0/1:7\n")
+    with pysam.VariantFile(str(path)) as variants:
+        rec = next(iter(variants))
+        fields = str(split_record(rec, 1)).rstrip("\n").split("\t")
+    assert fields[4] == "G" and "X2" not in fields[7]
+    assert _semantic("\t".join(fields))[9:] == (("0/1", "."), ("0/0", "7,."))

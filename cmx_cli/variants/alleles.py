@@ -266,13 +266,19 @@ def _split_gt(index: Optional[int], allele: int) -> Optional[int]:
 
 
 def _subset(value: Any, number: Any, allele: int, n_alleles: int) -> Any:
-    """Keep the entries of a Number=A/R/G value that belong to REF and ``allele``."""
+    """Keep the entries of a Number=A/R/G value that belong to REF and ``allele``.
+
+    A missing value ('.') stays missing (None: not set). A fixed-Number value with fewer
+    entries than declared is padded with missing entries, which pysam can write back.
+    """
+    if isinstance(value, tuple) and all(entry is None for entry in value):
+        return None
     if number not in ("A", "R", "G"):
+        if isinstance(number, int) and isinstance(value, tuple) and len(value) < number:
+            return value + (None,) * (number - len(value))
         return value
     if not isinstance(value, tuple):
         value = (value,)
-    if all(entry is None for entry in value):
-        return None
     if number == "A":
         picks = [allele - 1]
     elif number == "R" or len(value) == n_alleles:  # R, or G of a haploid sample
