@@ -366,7 +366,7 @@ def _contig_list(ctx, param, values) -> tuple:
 @cli.command()
 @click.option("--vcf", type=click.Path(exists=True, dir_okay=False),
               help="Labelled variants: VCF, bgzipped VCF or BCF.")
-@click.option("--reference", "-r", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--reference", "-r", type=click.Path(exists=True, dir_okay=False),
               help="The reference FASTA (plain or bgzip) the variants were called against.")
 @click.option("--label-field", metavar="KEY",
               help="INFO field with each variant's label: 1/0, true/false, yes/no, or a Flag.")
@@ -444,6 +444,8 @@ def finetune(ctx: click.Context, **options) -> None:
     if options["resume"]:
         run_training(pipeline, resumed_config(ctx, options, pipeline), options["quiet"], resume=True)
         return
+    if not options["reference"]:
+        raise click.UsageError("give the --reference FASTA (or --resume an earlier run)")
     if (options["label_field"] is None) == (options["labels_table"] is None):
         raise click.UsageError("give the labels with one of --label-field KEY (with --vcf) "
                                "and --labels TABLE")

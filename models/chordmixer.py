@@ -121,6 +121,7 @@ class ChordMixer(nn.Module):
             keeps = [None if index < shallowest else token_depth > index
                      for index in range(deepest)]
             first, second = (half.contiguous() for half in x.chunk(2, dim=1))  # (T, d/2) each
+            del x  # nothing needs the whole input any more
             halves = run_reversible(self.blocks[:deepest], first, second, plan, keeps)
             return self.final_norm(torch.cat(halves, dim=1))
         recompute = self.checkpointing and torch.is_grad_enabled()

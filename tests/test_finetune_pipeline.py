@@ -187,7 +187,10 @@ def test_resume_replays_an_uninterrupted_run(dataset, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         finetune.run(_config(root, tmp_path / "cut", training=settings),
                      InterruptAfterFirstEpoch(quiet=True))
-    finetune.run(finetune.read_config(tmp_path / "cut"), resume=True)
+    # As a user resumes: the run directory alone, no other flag.
+    resumed = CliRunner().invoke(cli, ["finetune", "--resume", "--out", str(tmp_path / "cut"),
+                                       "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
     whole, resumed = _weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "cut" / "last.pt")
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)
 
