@@ -145,3 +145,12 @@ def test_output_permissions_follow_the_umask(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(destination.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+def test_destination_that_is_a_directory(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CmxError) as error:
+        with atomic_output(tmp_path / "out") as handle:
+            handle.write("never")
+    assert "is a directory" in error.value.message and "Hint:" in error.value.message
+    assert listing(tmp_path) == ["out"] and listing(tmp_path / "out") == []

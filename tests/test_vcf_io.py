@@ -628,3 +628,17 @@ def test_bgzf_output_is_real_bgzf(tmp_path, dwv):
     assert head[:2] == b"\x1f\x8b" and head[12:14] == b"BC"
     with gzip.open(tmp_path / "out.vcf.gz", "rt") as handle:
         assert handle.readline().startswith("##fileformat=VCF")
+
+
+def test_output_that_is_a_directory_is_refused_before_scoring(tmp_path, dwv):
+    (tmp_path / "scores").mkdir()
+    scored = []
+
+    def counting_scorer(*arguments):
+        scored.append(1)
+        return gc_scorer(*arguments)
+
+    with pytest.raises(CmxError) as caught:
+        score_variants(DWV_VCF, dwv, tmp_path / "scores", counting_scorer)
+    check_user_error(caught.value, "is a directory")
+    assert scored == [] and leftovers(tmp_path) == ["scores"]

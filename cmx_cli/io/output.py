@@ -32,11 +32,7 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         sys.stdout.flush()
         return
     destination = Path(path)
-    if not destination.parent.is_dir():
-        raise CmxError(
-            f"{destination}: the directory {destination.parent} does not exist",
-            "create it first, or choose another output path.",
-        )
+    check_destination(destination)
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
     )
@@ -50,6 +46,16 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def check_destination(destination: Path) -> None:
+    """Refuse, before any work, an output path that a finished file cannot be renamed to."""
+    if destination.is_dir():
+        raise CmxError(f"{destination}: is a directory",
+                       "give a file name for the output (inside that directory, say).")
+    if not destination.parent.is_dir():
+        raise CmxError(f"{destination}: the directory {destination.parent} does not exist",
+                       "create it first, or choose another output path.")
 
 
 def _current_umask() -> int:

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional, Sequence
 import pysam
 
 from cmx_cli.errors import CmxError
+from cmx_cli.io.output import check_destination
 from cmx_cli.variants.alleles import AlleleStatus, split_record
 from cmx_cli.variants.reader import quiet_htslib
 
@@ -110,9 +111,7 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
         sys.stdout.flush()
         return
     destination = Path(output)
-    if not destination.parent.is_dir():
-        raise CmxError(f"{destination}: the directory {destination.parent} does not exist",
-                       "create it first, or choose another output path")
+    check_destination(destination)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
                                              dir=destination.parent)
     os.close(descriptor)
