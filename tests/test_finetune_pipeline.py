@@ -229,10 +229,26 @@ def test_groups_get_their_own_outputs_and_metrics(dataset, tmp_path):
             device="cpu"))
     check_user_error(error.value, "z", "a, b")
     # Records without the group field are kept, unscored, and counted.
+    records = [line for line in text if not line.startswith("#")]
+    partial = tmp_path / "partial.vcf"
+    partial.write_text("\n".join([line for line in text if line.startswith("#")] + [
+        line.split(";TISSUE=")[0] if index % 2 else line
+        for index, line in enumerate(records)]) + "\n")
     summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
-        vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"),
-        model=str(tmp_path / "ft"), output=str(tmp_path / "none.vcf"), device="cpu"))
-    assert summary.outcomes == {"no_group": 900} and summary.written_records == 900
+        vcf=str(partial), reference=str(root / "genome.fa"),
+        model=str(tmp_path / "ft"), output=str(tmp_path / "partial.out.vcf"), device="cpu"))
+    assert summary.outcomes["no_group"] == len(records) // 2
+    assert summary.written_records == len(records)
+    # A VCF whose header lacks the field altogether is an error, not 0 variants scored.
+    undeclared = tmp_path / "undeclared.vcf"
+    undeclared.write_text("\n".join(line.split(";TISSUE=")[0] for line in text
+                                    if "ID=TISSUE" not in line) + "\n")
+    with pytest.raises(CmxError) as error:
+        predict_vcf.run(predict_vcf.PredictVcfConfig(
+            vcf=str(undeclared), reference=str(root / "genome.fa"),
+            model=str(tmp_path / "ft"), output=str(tmp_path / "none.vcf"), device="cpu"))
+    check_user_error(error.value, "undeclared.vcf", "TISSUE", "--group")
+    assert not (tmp_path / "none.vcf").exists()
 
 
 def test_default_split_keeps_window_blocks_whole(dataset, tmp_path):

@@ -34,6 +34,7 @@ from cmx_cli.training.variant_classification import VariantScorer, build_variant
 from cmx_cli.training.zero_shot import ZeroShotScorer
 from cmx_cli.variants.alleles import is_snv
 from cmx_cli.variants.vcf_io import ScoreSummary, preflight, score_variants
+from cmx_cli.variants.reader import open_variants
 from models import set_compiled
 
 ZERO_SHOT_DESCRIPTION = (
@@ -97,6 +98,14 @@ def _group_reader(checkpoint: Checkpoint, config: PredictVcfConfig):
             f"{checkpoint.path}: the model has one output per group ({', '.join(groups)})",
             "name the INFO field that holds each record's group with --group-field, or "
             "score every record for one group with --group.")
+    with open_variants(config.vcf) as variants:
+        declared = field in variants.header.info
+    if not declared:
+        raise CmxError(
+            f"{config.vcf}: the header declares no INFO field {field!r}, which holds each "
+            f"record's group for this model ({', '.join(groups)})",
+            "name the field that does with --group-field, or score every record for one "
+            "group with --group.")
 
     def group_of(record) -> tuple:
         value = record.info.get(field) if field in record.header.info else None
