@@ -154,3 +154,34 @@ def test_destination_that_is_a_directory(tmp_path):
             handle.write("never")
     assert "is a directory" in error.value.message and "Hint:" in error.value.message
     assert listing(tmp_path) == ["out"] and listing(tmp_path / "out") == []
+
+
+def test_a_symbolic_link_is_followed_and_kept(tmp_path):
+    (tmp_path / "link.tsv").symlink_to(tmp_path / "target.tsv")
+    with atomic_output(tmp_path / "link.tsv") as handle:
+        handle.write("rows\n")
+    assert (tmp_path / "link.tsv").is_symlink()
+    assert (tmp_path / "target.tsv").read_text() == "rows\n"
+    assert listing(tmp_path) == ["link.tsv", "target.tsv"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_is_written_in_place_not_replaced(tmp_path):
+    import threading
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    with atomic_output(pipe) as handle:
+        handle.write("through the pipe\n")
+    reader.join(timeout=10)
+    assert received == ["through the pipe\n"]
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert listing(tmp_path) == ["pipe"]
+
+
+def test_dev_null_stays_a_device():
+    with atomic_output(os.devnull) as handle:
+        handle.write("discarded\n")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

@@ -9,7 +9,7 @@ from cmx_cli.errors import CmxError
 from cmx_cli.io.fasta import read_records
 from cmx_cli.pipelines import predict_fasta, train
 from cmx_cli.training.loop import TrainingSettings
-from tests.helpers import allow_compiler_warnings
+from tests.helpers import allow_compiler_warnings, check_user_error
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,13 @@ def test_longer_than_max_len_is_said_in_the_summary(trained_run, tmp_path, capsy
     assert last_line.startswith("cmx predict: 2 sequences")
     assert "warning: 1 sequence(s) are longer than the model's max_len" in last_line
     assert len(_read_tsv(tmp_path / "p.tsv")) == 3
+
+
+def test_output_must_not_replace_the_input_fasta(trained_run, tmp_path):
+    fasta = tmp_path / "query.fa"
+    fasta.write_text(">a\nACGTACGTAC\n")
+    with pytest.raises(CmxError) as error:
+        predict_fasta.run(predict_fasta.PredictFastaConfig(
+            fasta=str(fasta), model=str(trained_run), output=str(fasta), device="cpu"))
+    check_user_error(error.value, "replace the input")
+    assert fasta.read_text() == ">a\nACGTACGTAC\n"

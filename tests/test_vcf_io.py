@@ -5,6 +5,7 @@ import io
 import math
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -642,3 +643,22 @@ def test_output_that_is_a_directory_is_refused_before_scoring(tmp_path, dwv):
         score_variants(DWV_VCF, dwv, tmp_path / "scores", counting_scorer)
     check_user_error(caught.value, "is a directory")
     assert scored == [] and leftovers(tmp_path) == ["scores"]
+
+
+@pytest.mark.parametrize("name", ["out.vcf", "out.vcf.gz"])
+def test_vcf_output_through_a_symbolic_link_keeps_the_link_and_indexes_its_name(
+        tmp_path, dwv, name):
+    (tmp_path / "data").mkdir()
+    link = tmp_path / name
+    link.symlink_to(tmp_path / "data" / name)
+    score_variants(DWV_VCF, dwv, link, gc_scorer)
+    assert link.is_symlink() and (tmp_path / "data" / name).stat().st_size > 0
+    if name.endswith(".gz"):
+        assert (tmp_path / f"{name}.tbi").exists()  # where htslib looks for it
+        with pysam.VariantFile(str(link)) as variants:
+            assert next(variants.fetch(next(iter(variants.header.contigs)))) is not None
+
+
+def test_vcf_output_to_dev_null_leaves_the_device(dwv):
+    score_variants(DWV_VCF, dwv, os.devnull, gc_scorer)
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

@@ -31,8 +31,11 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         sys.stdout.flush()
         return
-    destination = Path(path)
-    check_destination(destination)
+    destination, replaceable = output_target(path)
+    if not replaceable:
+        with open(destination, mode) as handle:
+            yield handle
+        return
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
     )
@@ -48,14 +51,34 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def check_destination(destination: Path) -> None:
-    """Refuse, before any work, an output path that a finished file cannot be renamed to."""
+def check_not_input(output: Union[str, Path], input_path: Union[str, Path]) -> None:
+    """Refuse an output that would overwrite the input it is computed from."""
+    if str(output) != "-" and Path(output).resolve() == Path(input_path).resolve():
+        raise CmxError(f"{output}: the output would replace the input", "choose another name.")
+
+
+def output_target(path: Union[str, Path]) -> tuple[Path, bool]:
+    """Where an output named ``path`` goes, and whether a finished file may replace it.
+
+    Checked before any work. A symbolic link is followed, so that the finished file replaces
+    its target and the link stays. An existing path that is not a regular file (/dev/null, a
+    named pipe, the /dev/fd/N of a shell's process substitution) is written in place: it
+    must not be replaced.
+
+    Raises:
+        CmxError: The path is a directory, or its directory does not exist.
+    """
+    destination = Path(path)
     if destination.is_dir():
         raise CmxError(f"{destination}: is a directory",
                        "give a file name for the output (inside that directory, say).")
-    if not destination.parent.is_dir():
-        raise CmxError(f"{destination}: the directory {destination.parent} does not exist",
+    if destination.exists() and not destination.is_file():
+        return destination, False
+    target = Path(os.path.realpath(destination))
+    if not target.parent.is_dir():
+        raise CmxError(f"{destination}: the directory {target.parent} does not exist",
                        "create it first, or choose another output path.")
+    return target, True
 
 
 def _current_umask() -> int:

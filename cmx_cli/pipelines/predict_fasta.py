@@ -17,7 +17,7 @@ import numpy as np
 from cmx_cli.console import Reporter
 from cmx_cli.io.fasta import FastaRecord, count_records, iter_records
 from cmx_cli.io.labels import FastaSource, LabelRule
-from cmx_cli.io.output import atomic_output
+from cmx_cli.io.output import atomic_output, check_not_input
 from cmx_cli.metrics import classification_metrics, metrics_table
 from cmx_cli.runtime import resolve_device, resolve_precision
 from cmx_cli.training.checkpoint import load_checkpoint
@@ -87,6 +87,7 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
     class_index = {name: i for i, name in enumerate(class_names)}
     labelled = config.label_regex is not None or config.labels_table is not None
     rule = LabelRule.build(config.label_regex, config.labels_table) if labelled else None
+    check_not_input(config.output, config.fasta)
     source = FastaSource(Path(config.fasta), None)
     total = count_records(Path(config.fasta))
     max_len = model.config.trunk.max_len

@@ -27,13 +27,13 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
+from cmx_cli.io.output import check_not_input
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.variants.alleles import AlleleStatus, classify_record
 from cmx_cli.variants.preflight import PreflightReport, preflight
@@ -148,8 +148,7 @@ def score_variants(
     if chunk_alleles < 1:
         raise ValueError(f"chunk_alleles must be at least 1, not {chunk_alleles}")
     kind = output_kind(str(output), tsv)
-    if str(output) != "-" and Path(output).resolve() == Path(vcf_path).resolve():
-        raise CmxError(f"{output}: the output would replace the input", "choose another name")
+    check_not_input(output, vcf_path)
     arguments = (str(vcf_path), str(reference.path), tuple(regions), window, ref_mismatch)
     if report is None or (report.vcf, report.reference, report.regions, report.window,
                           report.ref_mismatch_policy) != arguments:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Iterator, Optional, Sequence
 import pysam
 
 from cmx_cli.errors import CmxError
-from cmx_cli.io.output import check_destination
+from cmx_cli.io.output import output_target
 from cmx_cli.variants.alleles import AlleleStatus, split_record
 from cmx_cli.variants.reader import quiet_htslib
 
@@ -80,11 +81,16 @@ class _Writer:
                 self.handle.write(str(record))
         self.written += 1
 
+    def close(self) -> None:
+        """Close a BGZF/BCF file (text handles belong to the caller)."""
+        if self._hts is not None and self._hts.is_open:
+            self._hts.close()
+
     def finish(self, use_csi: bool) -> None:
         """Close a BGZF/BCF file and index it."""
         if self._hts is None:
             return
-        self._hts.close()
+        self.close()
         suffix = ".csi" if use_csi or self.kind == "bcf" else ".tbi"
         self.index_path = f"{self.path}{suffix}"
         with quiet_htslib():
@@ -94,10 +100,6 @@ class _Writer:
             except (OSError, ValueError) as error:
                 raise CmxError(f"cannot index the output ({error})",
                                "sort the input (`bcftools sort`) or write plain .vcf") from error
-
-    def abort(self) -> None:
-        if self._hts is not None and self._hts.is_open:
-            self._hts.close()
 
 
 @contextlib.contextmanager
@@ -110,8 +112,15 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
         yield _Writer(kind, header, sys.stdout, None, info_id)
         sys.stdout.flush()
         return
-    destination = Path(output)
-    check_destination(destination)
+    destination, replaceable = output_target(output)
+    if not replaceable:  # a device or a pipe: written in place, not indexed
+        with contextlib.ExitStack() as stack:
+            handle = stack.enter_context(open(destination, "w", encoding="utf-8")) \
+                if kind in ("text", "tsv") else None
+            writer = _Writer(kind, header, handle, str(destination), info_id)
+            stack.callback(writer.close)
+            yield writer
+        return
     descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
                                              dir=destination.parent)
     os.close(descriptor)
@@ -128,16 +137,17 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
         writer.finish(use_csi)
         os.replace(temporary, destination)
         if writer.index_path is not None:
+            # Beside the name given, which htslib looks for even when it is a symbolic link.
             suffix = writer.index_path[len(temporary):]
-            os.replace(writer.index_path, f"{destination}{suffix}")
-            writer.index_path = f"{destination}{suffix}"
+            shutil.move(writer.index_path, f"{output}{suffix}")
+            writer.index_path = f"{output}{suffix}"
             # htslib looks for .csi before .tbi: an old index of the other kind would win.
-            Path(f"{destination}{'.tbi' if suffix == '.csi' else '.csi'}").unlink(missing_ok=True)
+            Path(f"{output}{'.tbi' if suffix == '.csi' else '.csi'}").unlink(missing_ok=True)
     except BaseException:
         if handle is not None:
             handle.close()
         if writer is not None:
-            writer.abort()
+            writer.close()
         for leftover in (temporary, f"{temporary}.tbi", f"{temporary}.csi"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
