@@ -405,3 +405,11 @@ def test_header_without_a_name(tmp_path):
     with pytest.raises(CmxError) as caught:
         read_records(path)
     check_user_error(caught.value, path, "line 3", "no name")
+
+
+def test_blank_lines_pyfaidx_cannot_index_are_a_one_line_error(tmp_path):
+    path = tmp_path / "blank_tail.fa"
+    path.write_text(">a\nACGTACGTAA\n>b\nACGTTTGGCA\n\n\n")
+    with pytest.raises(CmxError) as error:
+        list(iter_records(path))
+    check_user_error(error.value, "blank_tail.fa", "'b'", "blank lines")

@@ -43,6 +43,7 @@ _READ_ERRORS = (
     OSError,
     EOFError,
     IndexError,
+    RuntimeError,  # pyfaidx's "Unhandled exception during fasta indexing"
     struct.error,
     zlib.error,
 )
@@ -378,6 +379,11 @@ def _translate(path: Path, error: Exception) -> CmxError:
             path, None, "the file holds bytes that are not text, so it is not FASTA",
             _NOT_FASTA_HINT,
         )
+    unhandled = re.search(r"during fasta indexing at entry (\S+?)(?:Please|$)", text)
+    if unhandled:  # pyfaidx cannot place blank lines (two or more at the end of the file)
+        return CmxError.in_record(
+            path, unhandled.group(1), "the index cannot be built: the file has blank lines "
+            "it cannot place", "remove the blank lines, e.g. with `sed '/^$/d'`")
     if "EOF marker not found" in text:
         return CmxError.in_record(
             path, None, "the BGZF file has no end-of-file marker, so it is probably truncated",
