@@ -9,7 +9,7 @@ import torch
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import train
-from cmx_cli.training.loop import TrainingSettings
+from cmx_cli.training.loop import TrainingInterrupted, TrainingSettings
 
 
 def _config(data_dir, out, **overrides):
@@ -125,6 +125,24 @@ def test_existing_run_is_not_overwritten(data_dir, tmp_path):
     with pytest.raises(CmxError, match="not empty.*Hint:"):
         train.run(_config(data_dir, tmp_path / "run"))
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_can_start_over(data_dir, tmp_path):
+    settings = TrainingSettings(epochs=1, learning_rate=3e-3, seed=1)
+
+    class InterruptAtFirstStep(Reporter):
+        def progress(self, *arguments, **keywords):
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="before any checkpoint"):
+        train.run(_config(data_dir, tmp_path / "run", training=settings),
+                  InterruptAtFirstStep(quiet=True))
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert (tmp_path / "run" / "config.json").exists()  # the run had started
+    train.run(_config(data_dir, tmp_path / "run", training=settings))  # the same command
+    assert (tmp_path / "run" / "metrics.json").exists()
+    with pytest.raises(CmxError, match="not empty"):  # a run with checkpoints is kept
+        train.run(_config(data_dir, tmp_path / "run", training=settings))
 
 
 def test_resume_needs_a_last_checkpoint(data_dir, tmp_path):

@@ -20,18 +20,25 @@ METRICS_NAME = "metrics.json"
 
 Config = TypeVar("Config")
 
+#: What a run writes before its first checkpoint (config, split, log, pretraining baselines).
+#: A directory holding only these is a run stopped before any checkpoint, which nothing can
+#: resume: a new run may start over in it.
+UNFINISHED_FILES = frozenset({CONFIG_NAME, "split.tsv", "log.tsv", "baselines.pt"})
+
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path:
     """Refuse to overwrite a run, and to resume one that has no last checkpoint.
 
     The directory itself is created by the caller once the input data have been read, so
-    bad input leaves no empty run behind.
+    bad input leaves no empty run behind. A run stopped before its first checkpoint (only
+    :data:`UNFINISHED_FILES`) may be started over.
     """
     run_dir = Path(run_dir)
     if resume and not (run_dir / LAST).is_file():
         raise CmxError(f"{run_dir}: no {LAST} to resume from",
                        "start the run without --resume first.")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    entries = {entry.name for entry in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if not resume and not entries <= UNFINISHED_FILES:
         raise CmxError(
             f"{run_dir}: the run directory already exists and is not empty",
             "choose a new --out, delete the old run, or continue it with --resume.",
