@@ -140,9 +140,12 @@ def load_checkpoint(
             "use the cmx version that wrote it.",
         )
     if expected_kind is not None and checkpoint.kind != expected_kind:
+        made_by = {"classifier": "`cmx train`", "mlm": "`cmx pretrain`",
+                   "variant-classifier": "`cmx finetune`"}
         raise CmxError(
-            f"{file}: is a {checkpoint.kind} model, this command needs a {expected_kind} model",
-            "check which run directory you passed to --model.",
+            f"{file}: is a model made by {made_by.get(checkpoint.kind, checkpoint.kind)}; "
+            f"this needs one made by {made_by.get(expected_kind, expected_kind)}",
+            "check which run directory you passed (--model, or --init).",
         )
     return checkpoint
 
