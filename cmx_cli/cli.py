@@ -134,6 +134,13 @@ def check_init_options(ctx: click.Context, options: dict) -> None:
                 f"{', '.join('--' + name.replace('_', '-') for name in shape)}")
 
 
+def check_held_out_fractions(options: dict) -> None:
+    """Validation and test shares must leave something to train on."""
+    if options["val_fraction"] + options["test_fraction"] >= 1:
+        raise click.UsageError("--val-fraction and --test-fraction together must be below 1, "
+                               "to leave sequences for training")
+
+
 def run_training(pipeline, config, quiet: bool, resume: bool = False) -> None:
     """Run a training pipeline in this process; under torchrun, as one of its processes
     (only rank 0 prints)."""
@@ -244,6 +251,7 @@ def train(ctx: click.Context, **options) -> None:
     if not options["fasta"]:
         raise click.UsageError("give at least one --fasta (or --resume an earlier run)")
     check_init_options(ctx, options)
+    check_held_out_fractions(options)
     if options["init"] and options["arch"] != "chordmixer":
         raise click.UsageError("--init starts a ChordMixer from a pretrained one; drop --arch")
     if options["reversible"] and options["arch"] != "chordmixer":
@@ -454,6 +462,7 @@ def finetune(ctx: click.Context, **options) -> None:
     if (options["group_field"] or options["regions"]) and not options["vcf"]:
         raise click.UsageError("--group-field and --region read --vcf; give --vcf too")
     check_init_options(ctx, options)
+    check_held_out_fractions(options)
     check_reversible(options, "track_size")
     config = pipeline.FinetuneConfig(
         reference=options["reference"], out=str(options["out"]), vcf=options["vcf"],

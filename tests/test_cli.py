@@ -62,6 +62,15 @@ def test_reversible_attention_is_a_usage_error(data_dir, tmp_path):
     assert "--reversible is a ChordMixer option" in result.stderr
 
 
+def test_held_out_shares_must_leave_training_data(data_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
+                                      "--val-fraction", "0.6", "--test-fraction", "0.6",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "must be below 1" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_without_fasta_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
