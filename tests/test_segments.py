@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pyfaidx
 import pytest
 
 from cmx_cli import alphabet
@@ -165,16 +164,6 @@ def test_no_validation_when_the_fraction_is_zero(data_copy):
         make_sampler(plan, "validation", min_length=64)
 
 
-def test_the_plan_reads_only_the_index(data_copy, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("plan_sources must not read sequence")
-
-    monkeypatch.setattr(pyfaidx.Fasta, "get_seq", refuse)
-    monkeypatch.setattr(pyfaidx.Faidx, "fetch", refuse)
-    plan = plan_sources([data_copy(LAMBDA), data_copy(GENES)], val_fraction=0.1, max_length=4096)
-    assert plan.mode == "segments" and plan.validation_rule == "contigs"
-
-
 # --- segments -------------------------------------------------------------------------------
 
 
@@ -301,9 +290,8 @@ def test_a_long_length_is_cut_to_the_longest_region(data_copy):
 
 def test_an_invalid_letter_names_the_record(data_copy):
     path = data_copy("fasta_protein.fa")
-    plan = plan_sources([path], val_fraction=0.0, mode="records", max_length=100)
     with pytest.raises(CmxError) as error:
-        list(make_sampler(plan, "train").epoch(None, np.random.default_rng(0)))
+        plan_sources([path], val_fraction=0.0, mode="records", max_length=100)
     check_user_error(error.value, path, "prot1")
 
 
@@ -356,3 +344,15 @@ def test_record_epoch_with_a_token_budget_repeats_records(data_copy):
         assert sum(map(len, sequences)) >= 20_000
         assert len(sequences) > len(sampler)
         assert len(sampler.sample(3, np.random.default_rng(9))) == 3
+
+
+def test_a_letter_that_is_not_dna_anywhere_in_a_genome_stops_the_plan(tmp_path):
+    # Segments would seldom cover position 30,001; the plan reads every record first.
+    rng = np.random.default_rng(0)
+    bases = "".join(rng.choice(list("ACGT"), 40_000))
+    bases = bases[:30_000] + "X" + bases[30_001:]
+    path = tmp_path / "genome.fa"
+    path.write_text(">chr\n" + "\n".join(bases[i:i + 60] for i in range(0, 40_000, 60)) + "\n")
+    with pytest.raises(CmxError) as error:
+        plan_sources([path], mode="segments", max_length=256)
+    check_user_error(error.value, "genome.fa", "'chr'", "'X'", "30,001")

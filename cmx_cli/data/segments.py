@@ -143,7 +143,10 @@ def plan_sources(
     max_length: int = 4096,
     seed: int = 0,
 ) -> SourcePlan:
-    """Decide the sampling mode and the validation hold-out, from the FASTA indexes only.
+    """Decide the sampling mode and the validation hold-out, from the FASTA indexes.
+
+    Every record is also read once, so that a letter that is not DNA stops the run here,
+    before training, rather than whenever a sampled segment first covers it.
 
     ``auto`` picks ``records`` when every record fits in ``max_length`` and a validation
     part exists (validation files, a zero fraction, or at least two records to split), else
@@ -163,9 +166,9 @@ def plan_sources(
         seed: Seed of the random hold-out.
 
     Raises:
-        CmxError: A file cannot be indexed, has an empty record, or is given both for
-            training and validation; in records mode a record longer than ``max_length``,
-            or a single record and nothing to validate on.
+        CmxError: A file cannot be indexed, has an empty record or a letter that is not
+            DNA, or is given both for training and validation; in records mode a record
+            longer than ``max_length``, or a single record and nothing to validate on.
         ValueError: Arguments out of range (a programming error).
     """
     if mode not in MODES or not 0 <= val_fraction < 1 or not paths:
@@ -219,7 +222,7 @@ def plan_sources(
 
 
 def _index(path: Path) -> list[Region]:
-    """Every record of a FASTA file as a whole-record region, from its index."""
+    """Every record of a FASTA file as a whole-record region, its letters checked."""
     with open_fasta(path) as fasta:
         regions = []
         for name, record in fasta.faidx.index.items():
@@ -228,8 +231,40 @@ def _index(path: Path) -> list[Region]:
                     path, name, "the record has no sequence letters",
                     "remove the empty record, or check for a stray '>' line",
                 )
+            _check_letters(fasta, Region(path, name, 0, int(record.rlen)))
             regions.append(Region(path, name, 0, int(record.rlen)))
     return regions
+
+
+def _check_letters(fasta: pyfaidx.Fasta, region: Region, chunk: int = 1 << 23) -> None:
+    """Read a whole record once, so that a letter that is not DNA stops the run before
+    training, not when a segment happens to cover it."""
+    for start in range(region.start, region.end, chunk):
+        _read(fasta, region, start, min(start + chunk, region.end))
+
+
+def _read(fasta: pyfaidx.Fasta, region: Region, start: int, end: int) -> tuple[str, np.ndarray]:
+    """The letters and tokens of bases ``[start, end)`` of a region's record, checked."""
+    try:
+        letters = fasta.get_seq(region.contig, start + 1, end)
+    except _FETCH_ERRORS as error:
+        raise CmxError.in_record(
+            region.path, region.contig, f"cannot read bases {start + 1:,}-{end:,} ({error})",
+            "check that the file is plain-text FASTA or BGZF-compressed FASTA",
+        ) from error
+    if len(letters) != end - start:
+        raise CmxError.in_record(
+            region.path, region.contig, "the sequence lines have inconsistent lengths",
+            "rewrap the file, e.g. `seqkit seq -w 60 in.fa > out.fa`",
+        )
+    tokens = alphabet.encode(letters)
+    bad = alphabet.first_invalid(tokens)
+    if bad >= 0:
+        raise CmxError.in_record(
+            region.path, region.contig,
+            f"invalid letter {letters[bad]!r} at position {start + bad + 1:,}", DNA_ONLY_HINT,
+        )
+    return letters, tokens
 
 
 def _flip(sequence: PretrainSequence) -> PretrainSequence:
@@ -273,25 +308,7 @@ class _Source:
         fasta = self._handles.get(region.path)
         if fasta is None:
             fasta = self._handles[region.path] = open_fasta(region.path)
-        try:
-            letters = fasta.get_seq(region.contig, start + 1, end)
-        except _FETCH_ERRORS as error:
-            raise CmxError.in_record(
-                region.path, region.contig, f"cannot read bases {start + 1:,}-{end:,} ({error})",
-                "check that the file is plain-text FASTA or BGZF-compressed FASTA",
-            ) from error
-        if len(letters) != end - start:
-            raise CmxError.in_record(
-                region.path, region.contig, "the sequence lines have inconsistent lengths",
-                "rewrap the file, e.g. `seqkit seq -w 60 in.fa > out.fa`",
-            )
-        tokens = alphabet.encode(letters)
-        bad = alphabet.first_invalid(tokens)
-        if bad >= 0:
-            raise CmxError.in_record(
-                region.path, region.contig,
-                f"invalid letter {letters[bad]!r} at position {start + bad + 1:,}", DNA_ONLY_HINT,
-            )
+        letters, tokens = _read(fasta, region, start, end)
         return tokens, alphabet.lowercase_mask(letters)
 
     def _augment(self, sequence: PretrainSequence, rng: np.random.Generator) -> PretrainSequence:
