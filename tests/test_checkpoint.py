@@ -232,7 +232,11 @@ def write_other_alphabet(path: Path) -> None:
     save_checkpoint(checkpoint_of(tiny_classifier(), alphabet="ACGU-protein"), path)
 
 
-def write_masked_model(path: Path) -> None:
+def write_pretrained_model(path: Path) -> None:
+    save_checkpoint(checkpoint_of(tiny_classifier(), kind="mlm", labels=[]), path)
+
+
+def write_unknown_kind(path: Path) -> None:
     save_checkpoint(checkpoint_of(tiny_classifier(), kind="masked-lm", labels=[]), path)
 
 
@@ -254,7 +258,11 @@ BAD_FILES = [
                  id="object-inside-payload"),
     pytest.param(write_newer_version, None, ["newer", "99.0"], id="newer-format"),
     pytest.param(write_other_alphabet, None, ["alphabet", "ACGU-protein"], id="alphabet"),
-    pytest.param(write_masked_model, "classifier", ["masked-lm", "classifier"], id="wrong-kind"),
+    pytest.param(write_pretrained_model, "classifier",
+                 ["made by `cmx pretrain`; this needs a model made by `cmx train`"],
+                 id="wrong-kind"),
+    pytest.param(write_unknown_kind, "classifier",
+                 ["'masked-lm', which no command", "made by `cmx train`"], id="unknown-kind"),
 ]
 
 

@@ -90,7 +90,8 @@ def test_classifier_model_is_refused_by_evaluate(data_dir, tmp_path):
     fake = tmp_path / "model.pt"
     torch.save({"format": "cmx-checkpoint", "format_version": 1, "kind": "classifier",
                 "model_config": {}, "state_dict": {}}, fake)
-    with pytest.raises(CmxError, match="made by `cmx train`; this needs one made by `cmx pretrain`.*Hint:"):
+    refused = "made by `cmx train`; this needs a model made by `cmx pretrain`.*Hint:"
+    with pytest.raises(CmxError, match=refused):
         evaluate.run(evaluate.EvaluateConfig(model=str(fake), fasta=str(data_dir / "pretrain_lambda.fa")))
 
 

@@ -140,14 +140,23 @@ def load_checkpoint(
             "use the cmx version that wrote it.",
         )
     if expected_kind is not None and checkpoint.kind != expected_kind:
-        made_by = {"classifier": "`cmx train`", "mlm": "`cmx pretrain`",
-                   "variant-classifier": "`cmx finetune`"}
         raise CmxError(
-            f"{file}: is a model made by {made_by.get(checkpoint.kind, checkpoint.kind)}; "
-            f"this needs one made by {made_by.get(expected_kind, expected_kind)}",
+            f"{file}: is {_kind_described(checkpoint.kind)}; "
+            f"this needs {_kind_described(expected_kind)}",
             "check which run directory you passed (--model, or --init).",
         )
     return checkpoint
+
+
+#: The command that makes each kind of model, as users know them.
+MADE_BY = {"classifier": "cmx train", "mlm": "cmx pretrain", "variant-classifier": "cmx finetune"}
+
+
+def _kind_described(kind: str) -> str:
+    """'a model made by `cmx train`', or the kind's own name when no command makes it."""
+    if kind in MADE_BY:
+        return f"a model made by `{MADE_BY[kind]}`"
+    return f"a model of kind {kind!r}, which no command of this cmx makes"
 
 
 def build_model(checkpoint: Checkpoint, config_type, model_type):

@@ -8,9 +8,9 @@ from torch import nn
 
 from cmx_cli.errors import CmxError
 from cmx_cli.training.checkpoint import load_checkpoint
+from cmx_cli.training.masked_bases import KIND as MLM_KIND
 from models import ChordMixerConfig, MaskedAutoencoderConfig
 
-MLM_KIND = "mlm"
 ENCODER_PREFIX = "encoder."
 
 
