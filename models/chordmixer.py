@@ -3,7 +3,9 @@
 Every per-position step (embedding, norms, MLPs) runs on the packed (T, d) tensor; only the
 rotation needs the sequence boundaries. A sequence of length L passes exactly its first
 ``blocks_for_length(L)`` blocks, whatever shares its batch (paper §3.3), so its output does
-not depend on its batch companions.
+not depend on its batch companions. The trunk orders a batch's sequences deepest first
+(``models.depth_order``), so that each block runs only on the leading rows of the sequences
+still passing it, and returns the rows in the caller's order.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from torch.utils.checkpoint import checkpoint
 
 from models.config import ChordMixerConfig, blocks_for_length
 from models.dropout import Dropout
-from models.reversible import ReversibleBlock, mask_rows, run_reversible
+from models.depth_order import DepthOrder
+from models.reversible import ReversibleBlock, run_reversible
 from models.rotate import RotationPlan
 
 
@@ -104,60 +107,63 @@ class ChordMixer(nn.Module):
         """
         offsets = offsets.to(device=tokens.device, dtype=torch.int64)
         lengths = (offsets[1:] - offsets[:-1]).tolist()  # one host sync per batch
-        depths = self.blocks_per_sequence(lengths)
-        plan = self.plan_type.build(offsets, self.config.n_tracks)
-        x = tokens if self.embedding is None else self.embedding(tokens)  # (T, d)
+        order = DepthOrder.build(offsets, self.blocks_per_sequence(lengths))
+        # Block i runs on the first order.rows[i] rows: the sequences not yet through.
+        steps = order.steps(self.plan_type.build(order.offsets, self.config.n_tracks))
+        x = order.ordered(tokens)
+        if self.embedding is not None:
+            x = self.embedding(x)  # (T, d)
         if added is not None:
-            x = x + added
-        shallowest, deepest = min(depths), max(depths)
-        token_depth = None
-        if shallowest < deepest:
-            token_depth = torch.repeat_interleave(
-                torch.tensor(depths, device=tokens.device),
-                torch.tensor(lengths, device=tokens.device),
-                output_size=x.shape[0],
-            )  # (T,)
+            x = x + order.ordered(added)
         if self.config.reversible:
-            keeps = [None if index < shallowest else token_depth > index
-                     for index in range(deepest)]
             first, second = (half.contiguous() for half in x.chunk(2, dim=1))  # (T, d/2) each
             del x  # nothing needs the whole input any more
-            halves = run_reversible(self.blocks[:deepest], first, second, plan, keeps)
-            return self.final_norm(torch.cat(halves, dim=1))
+            x = torch.cat(run_reversible(self.blocks[:len(steps)], first, second, steps), dim=1)
+        else:
+            x = self._run_blocks(x, steps)
+        return order.restored(self.final_norm(x))
+
+    def _run_blocks(self, x: torch.Tensor, steps: list) -> torch.Tensor:
+        """x through the blocks of ``steps`` ((rows, plan) per block): (T, d) -> (T, d)."""
         recompute = self.checkpointing and torch.is_grad_enabled()
         if recompute and x.requires_grad:
             # Two levels (√n checkpointing): keep the input of every segment of ~√n blocks;
             # backward recomputes a segment keeping its block inputs, then each block.
-            size = math.ceil(math.sqrt(deepest))
-            for first in range(0, deepest, size):
-                blocks = range(first, min(first + size, deepest))
-                x = checkpoint(self._run_segment, x, plan, blocks, shallowest, token_depth,
-                               use_reentrant=True)  # runs without a graph: only x is kept
+            size = math.ceil(math.sqrt(len(steps)))
+            finished = []
+            for first in range(0, len(steps), size):
+                x, *done = checkpoint(self._run_segment, x, first, steps[first:first + size],
+                                      use_reentrant=True)  # runs without a graph: only x kept
+                finished += done
         else:
-            for index in range(deepest):
-                # Rebinding x lets the previous activations go as soon as nothing needs them.
-                x = self._run_block(index, x, plan, shallowest, token_depth, recompute)
-        return self.final_norm(x)
+            x, *finished = self._run_segment(x, 0, steps, recompute)
+        # The sequences that finished last come first in the ordered batch.
+        return torch.cat([x, *reversed(finished)]) if finished else x
 
-    def _run_block(self, index: int, x: torch.Tensor, plan: RotationPlan, shallowest: int,
-                   token_depth: Optional[torch.Tensor], recompute: bool) -> torch.Tensor:
-        """x plus block ``index``'s update; with ``recompute``, keep only the block's input."""
-        block = self.blocks[index]
-        if recompute and torch.is_grad_enabled():
-            update = checkpoint(block, x, plan, use_reentrant=False)
-        else:
-            update = block(x, plan)
-        if index >= shallowest:
-            # Sequences that have passed all their blocks keep their features unchanged.
-            update = mask_rows(update, token_depth > index)  # (T, d)
-        return x + update
+    def _run_segment(self, x: torch.Tensor, first: int, steps: list,
+                     recompute: bool = True) -> tuple[torch.Tensor, ...]:
+        """Blocks first, first + 1, ... of ``steps``, each checkpointed with ``recompute``.
 
-    def _run_segment(self, x: torch.Tensor, plan: RotationPlan, blocks: range, shallowest: int,
-                     token_depth: Optional[torch.Tensor]) -> torch.Tensor:
-        """Blocks ``blocks`` in turn, each checkpointed (when recomputed with gradients)."""
-        for index in blocks:
-            x = self._run_block(index, x, plan, shallowest, token_depth, recompute=True)
-        return x
+        Returns:
+            The rows still running after the last of these blocks, then the rows of the
+            sequences that finished within them, in the order they finished.
+        """
+        finished = []
+        for index, (rows, plan) in enumerate(steps, start=first):
+            if rows < x.shape[0]:
+                # One split (its backward is one concatenation, where two slices would each
+                # fill a whole zero gradient), and a copy, so that the finished rows do not
+                # keep all of x alive.
+                x, done = x.split([rows, x.shape[0] - rows])
+                finished.append(done.clone())
+            block = self.blocks[index]
+            if recompute and torch.is_grad_enabled():
+                update = checkpoint(block, x, plan, use_reentrant=False)
+            else:
+                update = block(x, plan)
+            # Rebinding x lets the previous activations go as soon as nothing needs them.
+            x = x + update
+        return (x, *finished)
 
 
 def _block(config: ChordMixerConfig) -> nn.Module:

@@ -19,3 +19,11 @@ def token_sequence(offsets: torch.Tensor, total: int) -> torch.Tensor:
 def token_position(offsets: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
     """Each position's place in its own sequence, from :func:`token_sequence`: (T,) int64."""
     return torch.arange(sequence.numel(), device=offsets.device) - offsets[:-1][sequence]
+
+
+def add_to_leading_rows(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """x with ``update`` (R, d) added to its first R rows: (T, d) -> (T, d), a new tensor."""
+    rows = update.shape[0]
+    if rows == x.shape[0]:
+        return x + update
+    return torch.cat([x[:rows] + update, x[rows:]])

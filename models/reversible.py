@@ -13,7 +13,8 @@ Its input can be rebuilt from its output: x2 = y2 − G(y1), then x1 = y1 − F(
 keeps only the output of the whole stack, and backward rebuilds each block's input on the
 way down, recomputing that one block's graph to get its gradients. Dropout draws the same
 masks again, from the random state saved before each half. A sequence still passes exactly
-its own ⌈log2 L⌉ blocks: the update of a finished sequence is masked to zero, which is just as
+its own ⌈log2 L⌉ blocks: a block updates only the leading rows of the sequences still
+passing (``models.depth_order``), and leaves the others as they are, which is just as
 invertible.
 
 The rebuilt inputs equal the originals only up to float rounding, so gradients match those
@@ -21,19 +22,13 @@ of ordinary backpropagation through the same network to within rounding, not bit
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from models.packed import add_to_leading_rows
 from models.rotate import RotationPlan
-
-
-def mask_rows(update: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero the rows of ``update`` (T, d) whose ``keep`` (T,) is False; None keeps all."""
-    if keep is None:
-        return update
-    return update * keep.to(update.dtype)[:, None]
 
 
 class ReversibleBlock(nn.Module):
@@ -44,42 +39,40 @@ class ReversibleBlock(nn.Module):
         self.first = first
         self.second = second
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, plan: RotationPlan,
-                keep: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both halves updated, by ordinary autograd (used for inference).
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, rows: int, plan: RotationPlan
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both halves updated on their first ``rows`` rows, by ordinary autograd (inference).
 
         Args:
             x1, x2: (T, d/2) the two halves of the packed activations.
-            plan: The batch's rotation plan.
-            keep: (T,) bool, the positions whose sequences pass this block; None for all.
+            rows: How many leading rows pass this block (the others are left as they are).
+            plan: The rotation plan of those rows.
 
         Returns:
             (y1, y2), each (T, d/2).
         """
-        y1 = x1 + mask_rows(self.first(x2, plan), keep)
-        return y1, x2 + mask_rows(self.second(y1, plan), keep)
+        y1 = add_to_leading_rows(x1, self.first(x2[:rows], plan))
+        return y1, add_to_leading_rows(x2, self.second(y1[:rows], plan))
 
 
 def run_reversible(blocks: Sequence[ReversibleBlock], x1: torch.Tensor, x2: torch.Tensor,
-                   plan: RotationPlan, keeps: Sequence[Optional[torch.Tensor]]
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   steps: Sequence[tuple[int, RotationPlan]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``blocks`` in turn; with gradients, keep only the last block's output.
 
     Args:
         blocks: The reversible blocks to pass.
         x1, x2: (T, d/2) halves of the packed activations.
-        plan: The batch's rotation plan.
-        keeps: For each block, (T,) bool of the positions it updates, or None for all.
+        steps: For each block, how many leading rows it updates and their rotation plan.
 
     Returns:
         The two (T, d/2) halves after the last block.
     """
     if not torch.is_grad_enabled():
-        for block, keep in zip(blocks, keeps):
-            x1, x2 = block(x1, x2, plan, keep)
+        for block, (rows, plan) in zip(blocks, steps):
+            x1, x2 = block(x1, x2, rows, plan)
         return x1, x2
     parameters = [p for block in blocks for p in block.parameters()]
-    return _ReversibleStack.apply(x1, x2, blocks, plan, keeps, *parameters)
+    return _ReversibleStack.apply(x1, x2, blocks, steps, *parameters)
 
 
 class _RandomState:
@@ -106,17 +99,17 @@ class _ReversibleStack(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x1, x2, blocks, plan, keeps, *parameters):  # noqa: D102 - autograd
+    def forward(ctx, x1, x2, blocks, steps, *parameters):  # noqa: D102 - autograd
         device_type = x1.device.type
         ctx.autocast = {"device_type": device_type,
                         "enabled": torch.is_autocast_enabled(device_type),
                         "dtype": torch.get_autocast_dtype(device_type)}
-        ctx.blocks, ctx.plan, ctx.keeps, ctx.states = blocks, plan, keeps, []
-        for block, keep in zip(blocks, keeps):
+        ctx.blocks, ctx.steps, ctx.states = blocks, steps, []
+        for block, (rows, plan) in zip(blocks, steps):
             first_state = _RandomState(x1.device)
-            x1 = x1 + mask_rows(block.first(x2, plan), keep)
+            x1 = add_to_leading_rows(x1, block.first(x2[:rows], plan))
             second_state = _RandomState(x1.device)
-            x2 = x2 + mask_rows(block.second(x1, plan), keep)
+            x2 = add_to_leading_rows(x2, block.second(x1[:rows], plan))
             ctx.states.append((first_state, second_state))
         ctx.save_for_backward(x1, x2)
         return x1, x2
@@ -125,21 +118,21 @@ class _ReversibleStack(torch.autograd.Function):
     def backward(ctx, grad1, grad2):  # noqa: D102 - autograd
         y1, y2 = ctx.saved_tensors
         devices = [y1.device] if y1.device.type == "cuda" else []
-        steps = list(zip(ctx.blocks, ctx.keeps, ctx.states))
         with torch.random.fork_rng(devices=devices), torch.autocast(**ctx.autocast):
-            for block, keep, (first_state, second_state) in reversed(steps):
+            for block, (rows, plan), (first_state, second_state) in reversed(
+                    list(zip(ctx.blocks, ctx.steps, ctx.states))):
                 second_state.restore()
                 with torch.enable_grad():
                     y1 = y1.detach().requires_grad_()
-                    update = mask_rows(block.second(y1, ctx.plan), keep)
-                torch.autograd.backward(update, grad2)
-                x2 = (y2 - update.detach()).requires_grad_()
+                    update = block.second(y1[:rows], plan)
+                torch.autograd.backward(update, grad2[:rows])
+                x2 = add_to_leading_rows(y2, -update.detach()).requires_grad_()
                 grad1 = grad1 + y1.grad
                 first_state.restore()
                 with torch.enable_grad():
-                    update = mask_rows(block.first(x2, ctx.plan), keep)
-                torch.autograd.backward(update, grad1)
-                y1, y2 = y1.detach() - update.detach(), x2.detach()
+                    update = block.first(x2[:rows], plan)
+                torch.autograd.backward(update, grad1[:rows])
+                y1, y2 = add_to_leading_rows(y1.detach(), -update.detach()), x2.detach()
                 grad2 = grad2 + x2.grad
-        ctx.blocks = ctx.plan = ctx.keeps = ctx.states = None
-        return (grad1, grad2, None, None, None) + (None,) * (len(ctx.needs_input_grad) - 5)
+        ctx.blocks = ctx.steps = ctx.states = None
+        return (grad1, grad2, None, None) + (None,) * (len(ctx.needs_input_grad) - 4)

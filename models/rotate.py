@@ -146,6 +146,21 @@ class RotationPlan:
             source, inverse = source.to(torch.int32), inverse.to(torch.int32)
         return cls(offsets, n_tracks, source, inverse)
 
+    def prefix(self, sequences: int, tokens: int) -> "RotationPlan":
+        """The plan of the batch's first ``sequences`` sequences, ``tokens`` positions in all.
+
+        No index is rebuilt: a sequence's rows move only within it, so the first rows of
+        the permutation and of its inverse are those of the leading sequences.
+        """
+        if sequences == self.offsets.numel() - 1:
+            return self
+        if sequences == 1:
+            shifts = tuple(track_shifts(self.n_tracks).tolist())
+            return RotationPlan(self.offsets[:2], self.n_tracks, None, None, shifts)
+        rows = tokens * self.n_tracks
+        return RotationPlan(self.offsets[:sequences + 1], self.n_tracks,
+                            self.source_rows[:rows], self.inverse_rows[:rows])
+
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate every track of every sequence.
 
@@ -202,6 +217,10 @@ class ReferenceRotationPlan:
     def build(cls, offsets: torch.Tensor, n_tracks: int) -> "ReferenceRotationPlan":
         """Keep the boundaries; nothing is precomputed."""
         return cls(offsets, n_tracks)
+
+    def prefix(self, sequences: int, tokens: int) -> "ReferenceRotationPlan":
+        """The plan of the batch's first ``sequences`` sequences (``tokens`` is unused)."""
+        return ReferenceRotationPlan(self.offsets[:sequences + 1], self.n_tracks)
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate every track of every sequence with ``torch.roll``."""

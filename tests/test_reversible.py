@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models import ChordMixer, ChordMixerConfig, RotationPlan, blocks_for_length
+from models.depth_order import DepthOrder
 from models.reversible import ReversibleBlock, run_reversible
 
 LENGTHS = [3, 40, 300, 17]  # 2, 6, 9 and 5 blocks: mixed depths
@@ -19,10 +20,10 @@ def _tokens(lengths, seed=1):
     return torch.randint(0, 4, (sum(lengths),), generator=torch.Generator().manual_seed(seed))
 
 
-def _plain(blocks, x1, x2, plan, keeps):
+def _plain(blocks, x1, x2, steps):
     """The same blocks by ordinary autograd, which keeps every activation."""
-    for block, keep in zip(blocks, keeps):
-        x1, x2 = block(x1, x2, plan, keep)
+    for block, (rows, plan) in zip(blocks, steps):
+        x1, x2 = block(x1, x2, rows, plan)
     return x1, x2
 
 
@@ -31,23 +32,22 @@ def _stack_and_inputs(dtype, dropout):
     config = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=dropout,
                               reversible=True)
     network = ChordMixer(config).to(dtype)
-    offsets = _offsets(LENGTHS)
-    depth = torch.repeat_interleave(torch.tensor([blocks_for_length(n) for n in LENGTHS]),
-                                    torch.tensor(LENGTHS))
-    keeps = [None if index < 2 else depth > index for index in range(config.n_blocks)]
+    order = DepthOrder.build(_offsets(LENGTHS), [blocks_for_length(n) for n in LENGTHS])
+    steps = order.steps(RotationPlan.build(order.offsets, config.n_tracks))
+    assert [rows for rows, _ in steps] == [360, 360, 357, 357, 357, 340, 300, 300, 300]
     x1, x2 = (torch.randn(sum(LENGTHS), config.d_model // 2, dtype=dtype) for _ in range(2))
-    return network, RotationPlan.build(offsets, config.n_tracks), keeps, x1, x2
+    return network, steps, x1, x2
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_gradients_equal_ordinary_backpropagation(dropout):
-    network, plan, keeps, x1, x2 = _stack_and_inputs(torch.float64, dropout)
+    network, steps, x1, x2 = _stack_and_inputs(torch.float64, dropout)
     results = []
     for run in (_plain, run_reversible):
         network.zero_grad()
         inputs = [x1.clone().requires_grad_(), x2.clone().requires_grad_()]
         torch.manual_seed(7)  # the same dropout masks in both runs
-        y1, y2 = run(network.blocks, *inputs, plan, keeps)
+        y1, y2 = run(network.blocks, *inputs, steps)
         (y1.square().sum() + (y2 * torch.linspace(-1, 1, y2.shape[1], dtype=y2.dtype)).sum()
          ).backward()
         results.append([y1.detach(), y2.detach(), *(t.grad for t in inputs),
@@ -57,7 +57,7 @@ def test_gradients_equal_ordinary_backpropagation(dropout):
 
 
 def test_training_keeps_only_the_output_of_the_stack():
-    network, plan, keeps, x1, x2 = _stack_and_inputs(torch.float32, 0.1)
+    network, steps, x1, x2 = _stack_and_inputs(torch.float32, 0.1)
     saved = []
 
     def pack(tensor):
@@ -66,11 +66,11 @@ def test_training_keeps_only_the_output_of_the_stack():
 
     inputs = [x1.requires_grad_(), x2.requires_grad_()]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run_reversible(network.blocks, *inputs, plan, keeps)
+        run_reversible(network.blocks, *inputs, steps)
     assert sum(saved) == 2 * x1.numel()  # y1 and y2, nothing per block
     saved.clear()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        _plain(network.blocks, *inputs, plan, keeps)
+        _plain(network.blocks, *inputs, steps)
     assert sum(saved) > 10 * x1.numel()
 
 
