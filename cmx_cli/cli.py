@@ -617,14 +617,16 @@ def _length_list(ctx, param, value: str) -> tuple:
 
 
 @cli.command()
-@click.option("--lengths", default="1000,16384,131072", show_default=True, callback=_length_list,
+@click.option("--lengths", default="1000,16384,131072,1000000", show_default=True,
+              callback=_length_list,
               help="Single-sequence lengths to measure, comma-separated (1e6 works).")
 @click.option("--packed-tokens", type=click.IntRange(min=16), default=16384, show_default=True,
               help="Tokens of the packed batch of variable lengths.")
 @click.option("--mean-length", type=click.IntRange(min=16), default=1000, show_default=True,
               help="Mean of the packed batch's log-normal lengths (the adding problem's λ).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Timed runs per case (the median is reported), after one warm-up run.")
+              help="Timed runs per case (the median is reported), after one warm-up run; "
+                   "fewer when they would take over a minute.")
 @click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Channels per track of the benchmarked network.")
 @click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,
@@ -647,13 +649,14 @@ def bench(**options) -> None:
     """Measure training and inference speed and peak memory on this machine.
 
     Each case runs in its own process, so its peak memory is its own and running out of
-    memory is reported, not fatal. Also measures the rotation against a plain copy, the
+    memory is reported, not fatal (on the CPU a case may use only the memory free when it
+    starts). Also measures the rotation against a plain copy, the
     block MLP against plain matrix products, the speed-up over a per-sequence torch.roll
     rotation, and a dot-product attention baseline of the same width and depth. The runs
     compared with each other take turns in one process, so that both sides of a ratio see
     the same machine.
 
-    Example: cmx bench --lengths 1000,16384,131072,1000000 --checkpointing --json
+    Example: cmx bench --lengths 131072,1000000 --checkpointing --no-attention --json
     """
     from cmx_cli.pipelines import bench as pipeline
 
@@ -662,7 +665,8 @@ def bench(**options) -> None:
         mean_length=options["mean_length"], repeats=options["repeats"],
         track_size=options["track_size"], hidden_size=options["hidden_size"],
         checkpointing=options["checkpointing"], reversible=options["reversible"],
-        compile_blocks=options["compile_blocks"], reference=options["reference"], attention=options["attention"],
+        compile_blocks=options["compile_blocks"], reference=options["reference"],
+        attention=options["attention"],
         attention_seconds=options["attention_seconds"], device=options["device"],
         precision=options["precision"])
     pipeline.run(config, Reporter(options["quiet"] or options["as_json"]), options["as_json"])

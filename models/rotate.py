@@ -72,14 +72,16 @@ class _RowPermutation(torch.autograd.Function):
         return rows.index_select(0, inverse).view(grad_output.shape), None, None, None
 
 
-def _roll_tracks(x: torch.Tensor, shifts: tuple[int, ...], track_size: int) -> torch.Tensor:
+def _roll_tracks(x: torch.Tensor, shifts: tuple[int, ...], track_size: int,
+                 out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rotate the tracks of one sequence: track k's rows j take rows (j + shifts[k]) mod L.
 
-    Two slice copies per track (``torch.roll`` without its index arithmetic).
+    Two slice copies per track (``torch.roll`` without its index arithmetic), into ``out``
+    (a new tensor when None).
     """
     x = x.contiguous()  # no copy when it already is
     length = x.shape[0]
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     source = x.view(length, len(shifts), track_size)
     target = out.view(length, len(shifts), track_size)
     for track, shift in enumerate(shifts):
@@ -161,16 +163,24 @@ class RotationPlan:
         return RotationPlan(self.offsets[:sequences + 1], self.n_tracks,
                             self.source_rows[:rows], self.inverse_rows[:rows])
 
-    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Rotate every track of every sequence.
 
         Args:
             x: (T, d) packed activations, d = n_tracks × track size.
+            out: A contiguous (T, d) tensor to write into, without autograd (``cmx bench``
+                times the rotation this way, against a copy into a tensor that exists).
 
         Returns:
-            (T, d) rotated activations.
+            (T, d) rotated activations (``out`` when given).
         """
         track_size = x.shape[-1] // self.n_tracks
+        if out is not None:
+            if self.single_shifts is not None:
+                return _roll_tracks(x, self.single_shifts, track_size, out)
+            torch.index_select(x.reshape(-1, track_size), 0, self.source_rows,
+                               out=out.view(-1, track_size))  # (T·n_tracks, track_size)
+            return out
         if self.single_shifts is not None:
             return _TrackRoll.apply(x, self.single_shifts, track_size)
         return _RowPermutation.apply(x, self.source_rows, self.inverse_rows, track_size)

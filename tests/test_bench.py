@@ -1,5 +1,6 @@
 """`cmx bench`: its batches, its FLOP count, and one tiny run through child processes."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,7 +8,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from cmx_cli.cli import cli
-from cmx_cli.pipelines.bench import _timed_together, bench_tables, packed_lengths, step_flops
+from cmx_cli.pipelines import bench
+from cmx_cli.pipelines.bench import (
+    _run_case, _timed, _timed_together, bench_tables, packed_lengths, step_flops)
 from models import ChordMixerConfig
 
 
@@ -56,8 +59,12 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
         assert row in text
     title = bench_tables(report)[0].title
     assert title == f"cmx bench on cpu ({report['threads']} threads, fp32)"
+    assert bench_tables(report)[0].caption is None
+    report["cases"][0]["train"] = {"error": "out of memory"}
+    assert "--checkpointing or --reversible" in bench_tables(report)[0].caption
     report["config"].update(checkpointing=True, compile_blocks=True)
     assert bench_tables(report)[0].title.endswith("fp32, checkpointing, compiled blocks)")
+    assert bench_tables(report)[0].caption is None
 
 
 def test_compared_runs_take_turns():
@@ -81,3 +88,42 @@ def test_a_case_past_its_time_limit_is_reported_not_fatal():
     result = _run_case(time.sleep, 30, seconds=2)
     assert result == {"error": "stopped after 2 s"}
     assert _run_case(os._exit, 3, seconds=60) == {"error": "the process was killed (out of memory?)"}
+
+
+def test_long_cases_are_timed_fewer_times(monkeypatch):
+    import time
+    monkeypatch.setattr(bench, "CASE_SECONDS", 0.2)
+    calls = []
+    _, timed_runs = _timed(lambda: calls.append(time.sleep(0.08)), 5, torch.device("cpu"))
+    assert timed_runs == 2 and len(calls) == 3  # one warm-up, then 0.2 s / 0.08 s runs
+    _, timed_runs = _timed(lambda: None, 5, torch.device("cpu"))
+    assert timed_runs == 5
+
+
+def _allocate(size: int) -> dict:
+    return {"bytes": torch.empty(size, dtype=torch.uint8).numel()}
+
+
+def _address_space_limit() -> dict:
+    import resource
+    return {"limit": resource.getrlimit(resource.RLIMIT_AS)[0]}
+
+
+def _memory_bytes(field: str) -> int:
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        fields = dict(line.split(":", 1) for line in meminfo)
+    return int(fields[field].split()[0]) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")
+def test_a_cpu_case_may_use_only_the_free_memory():
+    import resource
+    limit = _run_case(_address_space_limit, limit_memory=True)["limit"]
+    assert limit != resource.RLIM_INFINITY
+    # What the fresh process had mapped (a few GiB at most) plus what was free then.
+    assert _memory_bytes("MemAvailable") // 2 < limit < _memory_bytes("MemTotal") + 2**33
+    assert _run_case(_address_space_limit, limit_memory=False) == {
+        "limit": resource.getrlimit(resource.RLIMIT_AS)[0]}
+    assert _run_case(_allocate, 2**20, limit_memory=True) == {"bytes": 2**20}
+    too_much = 2 * _memory_bytes("MemTotal")
+    assert _run_case(_allocate, too_much, limit_memory=True) == {"error": "out of memory"}

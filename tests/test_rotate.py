@@ -106,3 +106,12 @@ def test_one_sequence_rotation_accepts_a_non_contiguous_tensor():
     x = torch.randn(4 * 3, 50).t()  # (50, 12), transposed: not contiguous
     plan = RotationPlan.build(_offsets([50]), 4)
     assert torch.equal(plan.rotate(x), rotate_reference(x, _offsets([50]), 4))
+
+
+@pytest.mark.parametrize("lengths", [[5, 1, 64, 17], [50]])
+def test_rotation_into_an_existing_tensor_writes_the_same_values(lengths):
+    x = torch.randn(sum(lengths), 4 * 3)
+    plan = RotationPlan.build(_offsets(lengths), 4)
+    out = torch.full_like(x, float("nan"))
+    assert plan.rotate(x, out=out) is out
+    assert torch.equal(out, rotate_reference(x, _offsets(lengths), 4))

@@ -2,8 +2,10 @@
 
 Every case runs in a fresh child process (``spawn``), so that its peak memory is its own
 (peak RSS on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA) and a case that runs out
-of memory is reported as such instead of ending the benchmark. Times are medians over
-``repeats`` runs after one warm-up run.
+of memory is reported as such instead of ending the benchmark. On the CPU a case may use
+only the memory that is free when it starts, so that it fails an allocation instead of
+pushing the machine into swap. Times are medians over ``repeats`` runs after one warm-up
+run, or over fewer when they would take more than a minute in all (at least one).
 
 The cases:
 
@@ -15,7 +17,8 @@ The cases:
 * on the packed batch, in one more process, measurements timed in turns so that each ratio
   compares runs under the same conditions: the rotation alone, in GB/s (bytes read +
   written), of the packed batch and of the same tokens as one sequence (the slice-copy fast
-  path), beside a plain copy of the same tensor; the MLP of one block alone, in FLOP/s,
+  path), beside a plain copy of the same tensor (each writes into one existing tensor, so
+  that no allocation is timed); the MLP of one block alone, in FLOP/s,
   beside plain matrix products of the same shapes; the training step's FLOP/s as a share of
   the matrix-product rate; and the training step with the authors' rotation (one
   ``torch.roll`` per sequence and per track, in a Python loop), for the speed-up.
@@ -42,7 +45,16 @@ from models import (
     TransformerConfig, set_checkpointing, set_compiled)
 from models.config import blocks_for_length
 
-DEFAULT_LENGTHS = (1_000, 16_384, 131_072)
+DEFAULT_LENGTHS = (1_000, 16_384, 131_072, 1_000_000)
+
+#: A case's timed runs stop once they would pass this many seconds (after at least one): a
+#: training step on a million bases takes minutes on a CPU.
+CASE_SECONDS = 60.0
+
+#: A case that failed an allocation says so in these words.
+OUT_OF_MEMORY = "out of memory"
+#: How torch's CPU and CUDA allocators say that an allocation failed.
+ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of memory")
 
 
 @dataclass(frozen=True)
@@ -96,9 +108,26 @@ def _batch(lengths: list[int], device: torch.device):
     return tokens, offsets
 
 
-def _timed(run: Callable[[], None], repeats: int, device: torch.device) -> float:
-    """Median seconds of ``run`` over ``repeats`` calls, after one warm-up call."""
-    return _timed_together({"run": run}, repeats, device)["run"]
+def _seconds(run: Callable[[], None], device: torch.device) -> float:
+    """Wall-clock seconds of one call of ``run`` (waiting for the GPU to finish)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def _timed(run: Callable[[], None], repeats: int, device: torch.device) -> tuple[float, int]:
+    """Median seconds of ``run`` after one warm-up call, and how many calls were timed.
+
+    Up to ``repeats`` calls are timed, fewer when they would take more than
+    :data:`CASE_SECONDS` in all (at least one).
+    """
+    warm_up = _seconds(run, device)
+    count = max(1, min(repeats, int(CASE_SECONDS / warm_up)))
+    return statistics.median(_seconds(run, device) for _ in range(count)), count
 
 
 def _timed_together(runs: dict, repeats: int, device: torch.device) -> dict:
@@ -112,13 +141,7 @@ def _timed_together(runs: dict, repeats: int, device: torch.device) -> dict:
     times: dict = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - started)
+            times[name].append(_seconds(run, device))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -177,9 +200,10 @@ def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
     """Speed and peak memory of a training step or inference (runs in the child process)."""
     device = resolve_device(config.device)
     _, run = _runner(config, lengths, mode)
-    seconds = _timed(run, config.repeats, device)
+    seconds, timed_runs = _timed(run, config.repeats, device)
     return {"tokens": sum(lengths), "sequences": len(lengths), "seconds": seconds,
-            "tokens_per_second": sum(lengths) / seconds, "peak_bytes": _peak_bytes(device)}
+            "timed_runs": timed_runs, "tokens_per_second": sum(lengths) / seconds,
+            "peak_bytes": _peak_bytes(device)}
 
 
 def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
@@ -195,6 +219,9 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
     trunk = model.config.trunk
     _, offsets = _batch(lengths, device)
     x = torch.randn(sum(lengths), trunk.d_model, device=device)  # (T, d)
+    # The rotations and the copy all write into this one existing tensor: a new large CPU
+    # tensor costs page faults, which would be timed too, and more on some runs than others.
+    out = torch.empty_like(x)
     plan = RotationPlan.build(offsets, trunk.n_tracks)
     moved = 2.0 * x.numel() * x.element_size()  # read + write
     single = RotationPlan.build(torch.tensor([0, x.shape[0]], device=device),
@@ -211,9 +238,9 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
         steps["reference"] = _runner(config, lengths, "reference")[1]
     seconds = _timed_together(steps, config.repeats * 5, device)
     with torch.no_grad():
-        seconds |= _timed_together({"rotate": lambda: plan.rotate(x),
-                                    "rotate_single": lambda: single.rotate(x),
-                                    "copy": lambda: x.clone()}, config.repeats * 20, device)
+        seconds |= _timed_together({"rotate": lambda: plan.rotate(x, out=out),
+                                    "rotate_single": lambda: single.rotate(x, out=out),
+                                    "copy": lambda: out.copy_(x)}, config.repeats * 20, device)
         seconds |= _timed_together({"mlp": lambda: mix(x), "matmul": lambda: (x @ first) @ second},
                                    config.repeats * 10, device)
     results = {"tokens": int(x.shape[0]),
@@ -229,20 +256,54 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
     return results
 
 
-def _child(queue, function, arguments) -> None:
+def _child(queue, function, arguments, limit_memory: bool) -> None:
+    if limit_memory:
+        _limit_memory_to_available()
     try:
         queue.put(function(*arguments))
     except MemoryError:
-        queue.put({"error": "out of memory"})
-    except RuntimeError as error:  # CUDA out of memory and similar
-        queue.put({"error": " ".join(str(error).split())[:120]})
+        queue.put({"error": OUT_OF_MEMORY})
+    except RuntimeError as error:  # torch's allocators, CUDA errors and similar
+        message = " ".join(str(error).split())
+        if any(failure in message.lower() for failure in ALLOCATION_FAILURES):
+            message = OUT_OF_MEMORY
+        queue.put({"error": message[:120]})
 
 
-def _run_case(function, *arguments, seconds: Optional[float] = None) -> dict:
-    """Run one case in a fresh process; a kill (out of memory) or a time-out is reported."""
+def _limit_memory_to_available() -> None:
+    """Let this process use no more memory than the machine has free now (Linux).
+
+    A case that needs more then fails an allocation and is reported as out of memory,
+    instead of pushing the machine into swap or waking the kernel's out-of-memory killer,
+    which may stop another program. The limit is on address space: what the process has
+    mapped already, plus the memory available.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        available = int(fields["MemAvailable"].split()[0]) * 1024  # kB
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            mapped = int(statm.read().split()[0]) * resource.getpagesize()
+    except (OSError, KeyError, ValueError):
+        return  # not Linux: no limit
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = mapped + available
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _run_case(function, *arguments, seconds: Optional[float] = None,
+              limit_memory: bool = False) -> dict:
+    """Run one case in a fresh process; a kill (out of memory) or a time-out is reported.
+
+    With ``limit_memory`` (CPU cases), the process may use only the memory available when it
+    starts (:func:`_limit_memory_to_available`).
+    """
     context = get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, function, arguments), daemon=True)
+    process = context.Process(target=_child, args=(queue, function, arguments, limit_memory),
+                              daemon=True)
     process.start()
     started = time.monotonic()
     try:
@@ -277,6 +338,7 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
     modes = ("train", "inference") + (("attention", "attention-inference")
                                        if config.attention else ())
     failed: set = set()  # attention modes that already failed on a shorter sequence
+    on_cpu = device.type == "cpu"
     with reporter.progress("Benchmark", total=len(modes) * len(batches) + 1,
                            unit="case") as progress:
         for name, lengths in batches:
@@ -286,12 +348,13 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
                     case[mode] = {"error": "skipped: a shorter sequence failed"}
                 else:
                     limit = config.attention_seconds if mode.startswith("attention") else None
-                    case[mode] = _run_case(_case_model, config, lengths, mode, seconds=limit)
+                    case[mode] = _run_case(_case_model, config, lengths, mode, seconds=limit,
+                                           limit_memory=on_cpu)
                     if mode.startswith("attention") and "error" in case[mode]:
                         failed.add(mode)
                 progress.advance()
             results["cases"].append(case)
-        results["limits"] = _run_case(_case_limits, config, packed)
+        results["limits"] = _run_case(_case_limits, config, packed, limit_memory=on_cpu)
         progress.advance()
     _add_ratios(results)
     if as_json:
@@ -356,6 +419,10 @@ def bench_tables(results: dict) -> list[Table]:
             else:
                 cells += [f"{measured['tokens_per_second']:,.0f}", _gib(measured["peak_bytes"])]
         table.add_row(*cells)
+    if not (config["checkpointing"] or config["reversible"]) and any(
+            case["train"].get("error") == OUT_OF_MEMORY for case in results["cases"]):
+        table.caption = ("Training ran out of memory: --checkpointing or --reversible trains "
+                         "in far less (see cmx train --help).")
     measured = results["limits"]
     limits = Table(title="Against the hardware's limits and the reference (packed batch of the "
                          "table's last row, timed in turns in one process)")
