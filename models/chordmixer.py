@@ -118,51 +118,59 @@ class ChordMixer(nn.Module):
         if self.config.reversible:
             first, second = (half.contiguous() for half in x.chunk(2, dim=1))  # (T, d/2) each
             del x  # nothing needs the whole input any more
-            x = torch.cat(run_reversible(self.blocks[:len(steps)], first, second, steps), dim=1)
-        else:
-            x = self._run_blocks(x, steps)
-        return order.restored(self.final_norm(x))
-
-    def _run_blocks(self, x: torch.Tensor, steps: list) -> torch.Tensor:
-        """x through the blocks of ``steps`` ((rows, plan) per block): (T, d) -> (T, d)."""
+            if torch.is_grad_enabled():
+                first, second = run_reversible(self.blocks[:len(steps)], first, second, steps)
+            else:
+                for block, (rows, plan) in zip(self.blocks, steps):
+                    first, second = block(first, second, rows, plan)
+            return order.restored(self.final_norm(torch.cat((first, second), dim=1)))
         recompute = self.checkpointing and torch.is_grad_enabled()
+        finished: list[torch.Tensor] = []  # rows of sequences through all their blocks
         if recompute and x.requires_grad:
             # Two levels (√n checkpointing): keep the input of every segment of ~√n blocks;
             # backward recomputes a segment keeping its block inputs, then each block.
             size = math.ceil(math.sqrt(len(steps)))
-            finished = []
             for first in range(0, len(steps), size):
                 x, *done = checkpoint(self._run_segment, x, first, steps[first:first + size],
                                       use_reentrant=True)  # runs without a graph: only x kept
                 finished += done
         else:
-            x, *finished = self._run_segment(x, 0, steps, recompute)
+            # A loop here, not a call, so that each block's input can go as soon as the
+            # next one exists (a caller's reference would keep the first one alive).
+            for index, (rows, plan) in enumerate(steps):
+                x = self._run_block(index, x, rows, plan, recompute, finished)
         # The sequences that finished last come first in the ordered batch.
-        return torch.cat([x, *reversed(finished)]) if finished else x
+        if finished:
+            x = torch.cat([x, *reversed(finished)])
+        return order.restored(self.final_norm(x))
 
-    def _run_segment(self, x: torch.Tensor, first: int, steps: list,
-                     recompute: bool = True) -> tuple[torch.Tensor, ...]:
-        """Blocks first, first + 1, ... of ``steps``, each checkpointed with ``recompute``.
+    def _run_block(self, index: int, x: torch.Tensor, rows: int, plan: RotationPlan,
+                   recompute: bool, finished: list) -> torch.Tensor:
+        """The first ``rows`` rows of x plus block ``index``'s update; recompute: checkpointed.
+
+        The rows past ``rows`` (sequences through all their blocks) go to ``finished``.
+        """
+        if rows < x.shape[0]:
+            # One split (its backward is one concatenation, where two slices would each
+            # fill a whole zero gradient), and a copy, so that the finished rows do not
+            # keep all of x alive.
+            x, done = x.split([rows, x.shape[0] - rows])
+            finished.append(done.clone())
+        block = self.blocks[index]
+        if recompute and torch.is_grad_enabled():
+            return x + checkpoint(block, x, plan, use_reentrant=False)
+        return x + block(x, plan)
+
+    def _run_segment(self, x: torch.Tensor, first: int, steps: list) -> tuple[torch.Tensor, ...]:
+        """Blocks first, first + 1, ... of ``steps``, each checkpointed when recomputed.
 
         Returns:
             The rows still running after the last of these blocks, then the rows of the
             sequences that finished within them, in the order they finished.
         """
-        finished = []
+        finished: list[torch.Tensor] = []
         for index, (rows, plan) in enumerate(steps, start=first):
-            if rows < x.shape[0]:
-                # One split (its backward is one concatenation, where two slices would each
-                # fill a whole zero gradient), and a copy, so that the finished rows do not
-                # keep all of x alive.
-                x, done = x.split([rows, x.shape[0] - rows])
-                finished.append(done.clone())
-            block = self.blocks[index]
-            if recompute and torch.is_grad_enabled():
-                update = checkpoint(block, x, plan, use_reentrant=False)
-            else:
-                update = block(x, plan)
-            # Rebinding x lets the previous activations go as soon as nothing needs them.
-            x = x + update
+            x = self._run_block(index, x, rows, plan, True, finished)
         return (x, *finished)
 
 

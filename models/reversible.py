@@ -57,7 +57,9 @@ class ReversibleBlock(nn.Module):
 
 def run_reversible(blocks: Sequence[ReversibleBlock], x1: torch.Tensor, x2: torch.Tensor,
                    steps: Sequence[tuple[int, RotationPlan]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``blocks`` in turn; with gradients, keep only the last block's output.
+    """Run ``blocks`` in turn for training, keeping only the last block's output.
+
+    (Without gradients, calling the blocks in turn is all there is to it.)
 
     Args:
         blocks: The reversible blocks to pass.
@@ -67,10 +69,6 @@ def run_reversible(blocks: Sequence[ReversibleBlock], x1: torch.Tensor, x2: torc
     Returns:
         The two (T, d/2) halves after the last block.
     """
-    if not torch.is_grad_enabled():
-        for block, (rows, plan) in zip(blocks, steps):
-            x1, x2 = block(x1, x2, rows, plan)
-        return x1, x2
     parameters = [p for block in blocks for p in block.parameters()]
     return _ReversibleStack.apply(x1, x2, blocks, steps, *parameters)
 

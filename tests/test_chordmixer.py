@@ -239,3 +239,20 @@ def test_the_reference_rotation_network_gives_identical_outputs_and_gradients():
     (packed, packed_grads), (reference, reference_grads) = results
     assert torch.equal(packed, reference)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(packed_grads, reference_grads))
+
+
+@pytest.mark.parametrize("reversible", [False, True])
+def test_inference_lets_each_block_input_go(reversible):
+    """Without gradients, only the current activations stay alive (memory at 1M bases)."""
+    import weakref
+    torch.manual_seed(0)
+    model = ChordMixer(ChordMixerConfig(max_len=64, track_size=2, hidden_size=8,
+                                        reversible=reversible)).eval()
+    embedded, alive_at_last_block = [], []
+    model.embedding.register_forward_hook(
+        lambda module, args, out: embedded.append(weakref.ref(out)))
+    model.blocks[-1].register_forward_pre_hook(
+        lambda module, args: alive_at_last_block.append(embedded[0]() is not None))
+    with torch.no_grad():
+        model(torch.randint(0, 4, (64,)), _offsets([64]))
+    assert alive_at_last_block == [False]
