@@ -107,7 +107,7 @@ class ChordMixer(nn.Module):
         """
         offsets = offsets.to(device=tokens.device, dtype=torch.int64)
         lengths = (offsets[1:] - offsets[:-1]).tolist()  # one host sync per batch
-        order = DepthOrder.build(offsets, self.blocks_per_sequence(lengths))
+        order = DepthOrder.build(offsets, lengths, self.blocks_per_sequence(lengths))
         # Block i runs on the first order.rows[i] rows: the sequences not yet through.
         steps = order.steps(self.plan_type.build(order.offsets, self.config.n_tracks))
         x = order.ordered(tokens)

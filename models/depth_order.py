@@ -39,14 +39,14 @@ class DepthOrder:
     restore: Optional[torch.Tensor] = None
 
     @classmethod
-    def build(cls, offsets: torch.Tensor, depths: list[int]) -> "DepthOrder":
+    def build(cls, offsets: torch.Tensor, lengths: list[int], depths: list[int]) -> "DepthOrder":
         """Order a packed batch's sequences by depth, deepest first.
 
         Args:
             offsets: (B+1,) int64 boundaries of the input batch.
+            lengths: The length of each sequence, in input order (on the host).
             depths: The number of blocks each sequence passes, in input order.
         """
-        lengths = (offsets[1:] - offsets[:-1]).tolist()
         order = sorted(range(len(depths)), key=lambda b: -depths[b])  # stable
         ordered_lengths = [lengths[b] for b in order]
         ending_depths = [-depths[b] for b in order]  # non-decreasing

@@ -13,7 +13,7 @@ def _offsets(lengths):
 
 
 def test_an_ordered_batch_is_left_as_it_is():
-    order = DepthOrder.build(_offsets([3, 7, 2, 8]), [3, 3, 1, 1])
+    order = DepthOrder.build(_offsets([3, 7, 2, 8]), [3, 7, 2, 8], [3, 3, 1, 1])
     assert order.gather is None and order.restore is None
     assert order.rows == (20, 10, 10) and order.sequences == (4, 2, 2)
     rows = torch.arange(20)
@@ -22,7 +22,7 @@ def test_an_ordered_batch_is_left_as_it_is():
 
 def test_deepest_sequences_come_first_and_go_back():
     lengths, depths = [3, 7, 2, 8], [2, 3, 1, 3]
-    order = DepthOrder.build(_offsets(lengths), depths)
+    order = DepthOrder.build(_offsets(lengths), lengths, depths)
     # Stable: the two depth-3 sequences keep their order, then depth 2, then depth 1.
     assert order.offsets.tolist() == [0, 7, 15, 18, 20]
     assert order.gather.tolist() == [*range(3, 10), *range(12, 20), 0, 1, 2, 10, 11]
@@ -33,7 +33,7 @@ def test_deepest_sequences_come_first_and_go_back():
 
 @pytest.mark.parametrize("lengths", [[5, 1, 300, 40, 2, 17], [64, 64], [1]])
 def test_leading_sequences_rotate_as_they_would_alone(lengths):
-    order = DepthOrder.build(_offsets(lengths), [blocks_for_length(n) for n in lengths])
+    order = DepthOrder.build(_offsets(lengths), lengths, [blocks_for_length(n) for n in lengths])
     plan = RotationPlan.build(order.offsets, 4)
     x = torch.randn(sum(lengths), 4 * 3)
     for rows, prefix in order.steps(plan):

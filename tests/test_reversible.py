@@ -32,7 +32,8 @@ def _stack_and_inputs(dtype, dropout):
     config = ChordMixerConfig(max_len=300, track_size=4, hidden_size=16, dropout=dropout,
                               reversible=True)
     network = ChordMixer(config).to(dtype)
-    order = DepthOrder.build(_offsets(LENGTHS), [blocks_for_length(n) for n in LENGTHS])
+    order = DepthOrder.build(_offsets(LENGTHS), LENGTHS,
+                             [blocks_for_length(n) for n in LENGTHS])
     steps = order.steps(RotationPlan.build(order.offsets, config.n_tracks))
     assert [rows for rows, _ in steps] == [360, 360, 357, 357, 357, 340, 300, 300, 300]
     x1, x2 = (torch.randn(sum(LENGTHS), config.d_model // 2, dtype=dtype) for _ in range(2))
