@@ -45,6 +45,10 @@ class ChordMixerBlock(nn.Module):
         """Mix(Norm(x)) of every position: (T, d) -> (T, d)."""
         return self.mix(self.norm(x))
 
+    def per_position(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`feed_forward`, compiled when ``--compile`` set it: (T, d) -> (T, d)."""
+        return (self.compiled_feed_forward or self.feed_forward)(x)
+
     def forward(self, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
         """The block's update Mix(Norm(Rotate(x))); the trunk adds it to x.
 
@@ -55,8 +59,7 @@ class ChordMixerBlock(nn.Module):
         Returns:
             (T, d) update.
         """
-        feed_forward = self.compiled_feed_forward or self.feed_forward
-        return feed_forward(plan.rotate(x))
+        return self.per_position(plan.rotate(x))
 
 
 class ChordMixer(nn.Module):

@@ -21,9 +21,10 @@ def token_position(offsets: torch.Tensor, sequence: torch.Tensor) -> torch.Tenso
     return torch.arange(sequence.numel(), device=offsets.device) - offsets[:-1][sequence]
 
 
-def add_to_leading_rows(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-    """x with ``update`` (R, d) added to its first R rows: (T, d) -> (T, d), a new tensor."""
+def add_to_leading_rows(x: torch.Tensor, update: torch.Tensor, alpha: float = 1.0
+                        ) -> torch.Tensor:
+    """x with alpha × ``update`` (R, d) added to its first R rows: (T, d) -> (T, d), new."""
     rows = update.shape[0]
     if rows == x.shape[0]:
-        return x + update
-    return torch.cat([x[:rows] + update, x[rows:]])
+        return torch.add(x, update, alpha=alpha)
+    return torch.cat([torch.add(x[:rows], update, alpha=alpha), x[rows:]])

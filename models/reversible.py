@@ -31,8 +31,66 @@ from models.packed import add_to_leading_rows
 from models.rotate import RotationPlan
 
 
+#: Rows whose norm and MLP a half-width block runs at once. Backward recomputes a block one
+#: slice of this many rows at a time, so training keeps the norm's and the MLP's activations
+#: for one slice only (a 1,000,000-base sequence has 16 slices).
+SLICE_ROWS = 2**16
+
+
+def half_update(half: nn.Module, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
+    """F(x) = Mix(Norm(Rotate(x))) of a half-width block, the norm and MLP slice by slice.
+
+    Forward and the recomputation in backward take the same slices in the same order, so
+    that dropout draws the same masks in both.
+
+    Args:
+        half: A :class:`~models.chordmixer.ChordMixerBlock` of half width.
+        x: (R, d/2) rows of one half of the activations.
+        plan: The rotation plan of those rows.
+
+    Returns:
+        (R, d/2) update.
+    """
+    rotated = plan.rotate(x)  # (R, d/2)
+    if rotated.shape[0] <= SLICE_ROWS:
+        return half.per_position(rotated)
+    return torch.cat([half.per_position(piece) for piece in rotated.split(SLICE_ROWS)])
+
+
+def _half_backward(half: nn.Module, x: torch.Tensor, plan: RotationPlan, grad: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recompute :func:`half_update` and backpropagate ``grad`` through it, slice by slice.
+
+    The gradients of the half's parameters are accumulated in place.
+
+    Args:
+        half: The half-width block.
+        x: (R, d/2) the rows it updated, as they were.
+        plan: Their rotation plan.
+        grad: (R, d/2) gradient of the loss with respect to the update.
+
+    Returns:
+        The update, and the gradient with respect to ``x``; both (R, d/2), without graphs.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        rotated = plan.rotate(x)  # (R, d/2); its graph is the permutation only, saving no values
+    values = rotated.detach()  # each slice's input, then, once used, its gradient
+    update = torch.empty_like(values)
+    for start in range(0, values.shape[0], SLICE_ROWS):
+        rows = slice(start, start + SLICE_ROWS)
+        piece = values[rows].detach().requires_grad_()
+        with torch.enable_grad():
+            piece_update = half.per_position(piece)
+        torch.autograd.backward(piece_update, grad[rows])
+        update[rows] = piece_update.detach()
+        values[rows] = piece.grad  # the slice's graph is gone: its input is free to go
+    rotated.backward(values)
+    return update, x.grad
+
+
 class ReversibleBlock(nn.Module):
-    """(x1, x2) → (x1 + F(x2), x2 + G(x1 + F(x2))), with F and G modules (x, plan) → update."""
+    """(x1, x2) → (x1 + F(x2), x2 + G(x1 + F(x2))), F and G half-width ChordMixer blocks."""
 
     def __init__(self, first: nn.Module, second: nn.Module) -> None:
         super().__init__()
@@ -51,8 +109,8 @@ class ReversibleBlock(nn.Module):
         Returns:
             (y1, y2), each (T, d/2).
         """
-        y1 = add_to_leading_rows(x1, self.first(x2[:rows], plan))
-        return y1, add_to_leading_rows(x2, self.second(y1[:rows], plan))
+        y1 = add_to_leading_rows(x1, half_update(self.first, x2[:rows], plan))
+        return y1, add_to_leading_rows(x2, half_update(self.second, y1[:rows], plan))
 
 
 def run_reversible(blocks: Sequence[ReversibleBlock], x1: torch.Tensor, x2: torch.Tensor,
@@ -105,32 +163,31 @@ class _ReversibleStack(torch.autograd.Function):
         ctx.blocks, ctx.steps, ctx.states = blocks, steps, []
         for block, (rows, plan) in zip(blocks, steps):
             first_state = _RandomState(x1.device)
-            x1 = add_to_leading_rows(x1, block.first(x2[:rows], plan))
+            x1 = add_to_leading_rows(x1, half_update(block.first, x2[:rows], plan))
             second_state = _RandomState(x1.device)
-            x2 = add_to_leading_rows(x2, block.second(x1[:rows], plan))
+            x2 = add_to_leading_rows(x2, half_update(block.second, x1[:rows], plan))
             ctx.states.append((first_state, second_state))
-        ctx.save_for_backward(x1, x2)
+        # Not save_for_backward: autograd would hold saved outputs until backward ends, and
+        # backward rebuilds every block's input over them, so they can go after the first.
+        # Detached, they point to no graph (no reference cycle through this node).
+        ctx.outputs = (x1.detach(), x2.detach())
         return x1, x2
 
     @staticmethod
     def backward(ctx, grad1, grad2):  # noqa: D102 - autograd
-        y1, y2 = ctx.saved_tensors
+        y1, y2 = ctx.outputs
+        ctx.outputs = None
         devices = [y1.device] if y1.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.autocast(**ctx.autocast):
             for block, (rows, plan), (first_state, second_state) in reversed(
                     list(zip(ctx.blocks, ctx.steps, ctx.states))):
                 second_state.restore()
-                with torch.enable_grad():
-                    y1 = y1.detach().requires_grad_()
-                    update = block.second(y1[:rows], plan)
-                torch.autograd.backward(update, grad2[:rows])
-                x2 = add_to_leading_rows(y2, -update.detach()).requires_grad_()
-                grad1 = grad1 + y1.grad
+                update, y1_grad = _half_backward(block.second, y1[:rows], plan, grad2[:rows])
+                x2 = add_to_leading_rows(y2, update, alpha=-1)
+                grad1 = add_to_leading_rows(grad1, y1_grad)
                 first_state.restore()
-                with torch.enable_grad():
-                    update = block.first(x2[:rows], plan)
-                torch.autograd.backward(update, grad1[:rows])
-                y1, y2 = add_to_leading_rows(y1.detach(), -update.detach()), x2.detach()
-                grad2 = grad2 + x2.grad
+                update, x2_grad = _half_backward(block.first, x2[:rows], plan, grad1[:rows])
+                y1, y2 = add_to_leading_rows(y1, update, alpha=-1), x2
+                grad2 = add_to_leading_rows(grad2, x2_grad)
         ctx.blocks = ctx.steps = ctx.states = None
         return (grad1, grad2, None, None) + (None,) * (len(ctx.needs_input_grad) - 4)

@@ -55,6 +55,19 @@ def rotation_source_rows(offsets: torch.Tensor, n_tracks: int) -> torch.Tensor:
     return (source_token * n_tracks + track[None, :]).reshape(-1)  # (T·n_tracks,)
 
 
+def _permute_rows(x: torch.Tensor, index: torch.Tensor, row_size: int,
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Rows of ``row_size`` channels of x in ``index`` order, into ``out`` (new when None).
+
+    The result is a tensor of its own, not a view, so that it may be changed in place.
+    """
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    rows = x.reshape(-1, row_size)  # (T·n_tracks, track_size)
+    torch.index_select(rows, 0, index, out=out.view(-1, row_size))
+    return out
+
+
 class _RowPermutation(torch.autograd.Function):
     """y = rows of x in ``index`` order; backward applies the inverse permutation."""
 
@@ -62,14 +75,12 @@ class _RowPermutation(torch.autograd.Function):
     def forward(ctx, x, index, inverse, row_size):  # noqa: D102 - autograd protocol
         ctx.save_for_backward(inverse)
         ctx.row_size = row_size
-        rows = x.reshape(-1, row_size)  # (T·n_tracks, track_size)
-        return rows.index_select(0, index).view(x.shape)
+        return _permute_rows(x, index, row_size)
 
     @staticmethod
     def backward(ctx, grad_output):  # noqa: D102 - autograd protocol
         (inverse,) = ctx.saved_tensors
-        rows = grad_output.contiguous().reshape(-1, ctx.row_size)  # (T·n_tracks, track_size)
-        return rows.index_select(0, inverse).view(grad_output.shape), None, None, None
+        return _permute_rows(grad_output, inverse, ctx.row_size), None, None, None
 
 
 def _roll_tracks(x: torch.Tensor, shifts: tuple[int, ...], track_size: int,
@@ -178,9 +189,7 @@ class RotationPlan:
         if out is not None:
             if self.single_shifts is not None:
                 return _roll_tracks(x, self.single_shifts, track_size, out)
-            torch.index_select(x.reshape(-1, track_size), 0, self.source_rows,
-                               out=out.view(-1, track_size))  # (T·n_tracks, track_size)
-            return out
+            return _permute_rows(x, self.source_rows, track_size, out)
         if self.single_shifts is not None:
             return _TrackRoll.apply(x, self.single_shifts, track_size)
         return _RowPermutation.apply(x, self.source_rows, self.inverse_rows, track_size)

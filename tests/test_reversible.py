@@ -7,6 +7,7 @@ import torch
 
 from models import ChordMixer, ChordMixerConfig, RotationPlan, blocks_for_length
 from models.depth_order import DepthOrder
+from models import reversible as reversible_blocks
 from models.reversible import ReversibleBlock, run_reversible
 
 LENGTHS = [3, 40, 300, 17]  # 2, 6, 9 and 5 blocks: mixed depths
@@ -40,8 +41,10 @@ def _stack_and_inputs(dtype, dropout):
     return network, steps, x1, x2
 
 
+@pytest.mark.parametrize("slice_rows", [2**16, 50])  # one slice; 8 of them (360 rows)
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_gradients_equal_ordinary_backpropagation(dropout):
+def test_gradients_equal_ordinary_backpropagation(dropout, slice_rows, monkeypatch):
+    monkeypatch.setattr(reversible_blocks, "SLICE_ROWS", slice_rows)
     network, steps, x1, x2 = _stack_and_inputs(torch.float64, dropout)
     results = []
     for run in (_plain, run_reversible):
@@ -57,7 +60,9 @@ def test_gradients_equal_ordinary_backpropagation(dropout):
         torch.testing.assert_close(reversible, plain, rtol=1e-9, atol=1e-9)
 
 
-def test_training_keeps_only_the_output_of_the_stack():
+@pytest.mark.parametrize("slice_rows", [2**16, 50])
+def test_training_keeps_only_the_output_of_the_stack(slice_rows, monkeypatch):
+    monkeypatch.setattr(reversible_blocks, "SLICE_ROWS", slice_rows)
     network, steps, x1, x2 = _stack_and_inputs(torch.float32, 0.1)
     saved = []
 
@@ -67,9 +72,12 @@ def test_training_keeps_only_the_output_of_the_stack():
 
     inputs = [x1.requires_grad_(), x2.requires_grad_()]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run_reversible(network.blocks, *inputs, steps)
-    assert sum(saved) == 2 * x1.numel()  # y1 and y2, nothing per block
-    saved.clear()
+        y1, y2 = run_reversible(network.blocks, *inputs, steps)
+    assert saved == []  # nothing per block, and not even the outputs through autograd:
+    kept = y1.grad_fn.outputs  # the stack keeps its outputs itself, to free them early
+    assert [t.data_ptr() for t in kept] == [y1.data_ptr(), y2.data_ptr()]
+    (y1.sum() + y2.sum()).backward()
+    assert y1.grad_fn.outputs is None  # let go once backward has used them
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         _plain(network.blocks, *inputs, steps)
     assert sum(saved) > 10 * x1.numel()
