@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from models import packed
 from models.config import ChordMixerConfig, blocks_for_length
 from models.dropout import Dropout
 from models.depth_order import DepthOrder
@@ -48,6 +49,25 @@ class ChordMixerBlock(nn.Module):
     def per_position(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`feed_forward`, compiled when ``--compile`` set it: (T, d) -> (T, d)."""
         return (self.compiled_feed_forward or self.feed_forward)(x)
+
+    def add_update_(self, target: torch.Tensor, source: torch.Tensor, plan: RotationPlan
+                    ) -> None:
+        """Add the update of ``source`` to the first rows of ``target``, in place (inference).
+
+        The norm and MLP run ``packed.SLICE_ROWS`` rows at a time, so that only the rotated
+        rows and one slice's activations exist besides ``target``.
+
+        Args:
+            target: (T, d) activations this network owns, T ≥ R.
+            source: (R, d) rows to update from (``target``'s own rows, or the other half of
+                a reversible block); rotated into a new tensor first, so they may alias.
+            plan: The rotation plan of those rows.
+        """
+        rotated = plan.rotate(source)  # (R, d)
+        count = rotated.shape[0]
+        for start in range(0, count, packed.SLICE_ROWS):
+            rows = slice(start, min(start + packed.SLICE_ROWS, count))
+            target[rows] += self.per_position(rotated[rows])
 
     def forward(self, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
         """The block's update Mix(Norm(Rotate(x))); the trunk adds it to x.
@@ -123,10 +143,13 @@ class ChordMixer(nn.Module):
             del x  # nothing needs the whole input any more
             if torch.is_grad_enabled():
                 first, second = run_reversible(self.blocks[:len(steps)], first, second, steps)
-            else:
+            else:  # the halves are this network's own copies: update them in place
                 for block, (rows, plan) in zip(self.blocks, steps):
-                    first, second = block(first, second, rows, plan)
-            return order.restored(self.final_norm(torch.cat((first, second), dim=1)))
+                    block.first.add_update_(first, second[:rows], plan)
+                    block.second.add_update_(second, first[:rows], plan)
+            x = torch.cat((first, second), dim=1)  # (T, d)
+            del first, second  # before the final norm makes another (T, d)
+            return order.restored(self.final_norm(x))
         recompute = self.checkpointing and torch.is_grad_enabled()
         finished: list[torch.Tensor] = []  # rows of sequences through all their blocks
         if recompute and x.requires_grad:
@@ -137,11 +160,21 @@ class ChordMixer(nn.Module):
                 x, *done = checkpoint(self._run_segment, x, first, steps[first:first + size],
                                       use_reentrant=True)  # runs without a graph: only x kept
                 finished += done
-        else:
+        elif torch.is_grad_enabled():
             # A loop here, not a call, so that each block's input can go as soon as the
             # next one exists (a caller's reference would keep the first one alive).
             for index, (rows, plan) in enumerate(steps):
                 x = self._run_block(index, x, rows, plan, recompute, finished)
+        else:
+            # Inference updates the activations in place: features passed in are copied
+            # first, so that the caller's tensor is left as it was.
+            if x is tokens:
+                x = x.clone()
+            for index, (rows, plan) in enumerate(steps):
+                if rows < x.shape[0]:
+                    finished.append(x[rows:])  # views: x's storage stays alive anyway
+                    x = x[:rows]
+                self.blocks[index].add_update_(x, x, plan)
         # The sequences that finished last come first in the ordered batch.
         if finished:
             x = torch.cat([x, *reversed(finished)])

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import torch
 
+#: Rows whose norm and MLP a block runs at once where it may take them in slices: in inference,
+#: and in the recomputation of reversible blocks. Their activations are then kept for one slice
+#: of rows at a time (a 1,000,000-base sequence has 16 slices).
+SLICE_ROWS = 2**16
+
 
 def token_sequence(offsets: torch.Tensor, total: int) -> torch.Tensor:
     """The sequence of each position: (B+1,) int64 offsets -> (T,) int64 indices."""

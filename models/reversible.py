@@ -27,21 +27,17 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from models import packed
 from models.packed import add_to_leading_rows
 from models.rotate import RotationPlan
-
-
-#: Rows whose norm and MLP a half-width block runs at once. Backward recomputes a block one
-#: slice of this many rows at a time, so training keeps the norm's and the MLP's activations
-#: for one slice only (a 1,000,000-base sequence has 16 slices).
-SLICE_ROWS = 2**16
 
 
 def half_update(half: nn.Module, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
     """F(x) = Mix(Norm(Rotate(x))) of a half-width block, the norm and MLP slice by slice.
 
-    Forward and the recomputation in backward take the same slices in the same order, so
-    that dropout draws the same masks in both.
+    Forward and the recomputation in backward take the same slices (``packed.SLICE_ROWS``
+    rows) in the same order, so that dropout draws the same masks in both, and backward
+    keeps the norm's and the MLP's activations for one slice at a time.
 
     Args:
         half: A :class:`~models.chordmixer.ChordMixerBlock` of half width.
@@ -52,9 +48,9 @@ def half_update(half: nn.Module, x: torch.Tensor, plan: RotationPlan) -> torch.T
         (R, d/2) update.
     """
     rotated = plan.rotate(x)  # (R, d/2)
-    if rotated.shape[0] <= SLICE_ROWS:
+    if rotated.shape[0] <= packed.SLICE_ROWS:
         return half.per_position(rotated)
-    return torch.cat([half.per_position(piece) for piece in rotated.split(SLICE_ROWS)])
+    return torch.cat([half.per_position(piece) for piece in rotated.split(packed.SLICE_ROWS)])
 
 
 def _half_backward(half: nn.Module, x: torch.Tensor, plan: RotationPlan, grad: torch.Tensor
@@ -77,8 +73,8 @@ def _half_backward(half: nn.Module, x: torch.Tensor, plan: RotationPlan, grad: t
         rotated = plan.rotate(x)  # (R, d/2); its graph is the permutation only, saving no values
     values = rotated.detach()  # each slice's input, then, once used, its gradient
     update = torch.empty_like(values)
-    for start in range(0, values.shape[0], SLICE_ROWS):
-        rows = slice(start, start + SLICE_ROWS)
+    for start in range(0, values.shape[0], packed.SLICE_ROWS):
+        rows = slice(start, start + packed.SLICE_ROWS)
         piece = values[rows].detach().requires_grad_()
         with torch.enable_grad():
             piece_update = half.per_position(piece)

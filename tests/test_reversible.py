@@ -7,7 +7,7 @@ import torch
 
 from models import ChordMixer, ChordMixerConfig, RotationPlan, blocks_for_length
 from models.depth_order import DepthOrder
-from models import reversible as reversible_blocks
+from models import packed as packed_batches
 from models.reversible import ReversibleBlock, run_reversible
 
 LENGTHS = [3, 40, 300, 17]  # 2, 6, 9 and 5 blocks: mixed depths
@@ -44,7 +44,7 @@ def _stack_and_inputs(dtype, dropout):
 @pytest.mark.parametrize("slice_rows", [2**16, 50])  # one slice; 8 of them (360 rows)
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_gradients_equal_ordinary_backpropagation(dropout, slice_rows, monkeypatch):
-    monkeypatch.setattr(reversible_blocks, "SLICE_ROWS", slice_rows)
+    monkeypatch.setattr(packed_batches, "SLICE_ROWS", slice_rows)
     network, steps, x1, x2 = _stack_and_inputs(torch.float64, dropout)
     results = []
     for run in (_plain, run_reversible):
@@ -62,7 +62,7 @@ def test_gradients_equal_ordinary_backpropagation(dropout, slice_rows, monkeypat
 
 @pytest.mark.parametrize("slice_rows", [2**16, 50])
 def test_training_keeps_only_the_output_of_the_stack(slice_rows, monkeypatch):
-    monkeypatch.setattr(reversible_blocks, "SLICE_ROWS", slice_rows)
+    monkeypatch.setattr(packed_batches, "SLICE_ROWS", slice_rows)
     network, steps, x1, x2 = _stack_and_inputs(torch.float32, 0.1)
     saved = []
 
