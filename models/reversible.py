@@ -95,7 +95,11 @@ class ReversibleBlock(nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, rows: int, plan: RotationPlan
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both halves updated on their first ``rows`` rows, by ordinary autograd (inference).
+        """Both halves updated on their first ``rows`` rows, by ordinary autograd.
+
+        This keeps every activation, so the trunk does not call it: training goes through
+        :func:`run_reversible`, inference through each half's in-place ``add_update_``. It is
+        the definition the two reproduce (the tests compare them with it).
 
         Args:
             x1, x2: (T, d/2) the two halves of the packed activations.
@@ -112,8 +116,6 @@ class ReversibleBlock(nn.Module):
 def run_reversible(blocks: Sequence[ReversibleBlock], x1: torch.Tensor, x2: torch.Tensor,
                    steps: Sequence[tuple[int, RotationPlan]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``blocks`` in turn for training, keeping only the last block's output.
-
-    (Without gradients, calling the blocks in turn is all there is to it.)
 
     Args:
         blocks: The reversible blocks to pass.
