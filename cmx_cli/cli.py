@@ -626,7 +626,7 @@ def _length_list(ctx, param, value: str) -> tuple:
               help="Mean of the packed batch's log-normal lengths (the adding problem's λ).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed runs per case (the median is reported), after one warm-up run; "
-                   "fewer when they would take over a minute.")
+                   "more when they would take under 2 s, fewer when over a minute.")
 @click.option("--track-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Channels per track of the benchmarked network.")
 @click.option("--hidden-size", type=click.IntRange(min=1), default=128, show_default=True,

@@ -96,8 +96,18 @@ def test_long_cases_are_timed_fewer_times(monkeypatch):
     calls = []
     _, timed_runs = _timed(lambda: calls.append(time.sleep(0.08)), 5, torch.device("cpu"))
     assert timed_runs == 2 and len(calls) == 3  # one warm-up, then 0.2 s / 0.08 s runs
+    monkeypatch.setattr(bench, "MIN_TIMED_SECONDS", 0.0)
     _, timed_runs = _timed(lambda: None, 5, torch.device("cpu"))
     assert timed_runs == 5
+
+
+def test_short_cases_are_timed_more_times(monkeypatch):
+    monkeypatch.setattr(bench, "_seconds", lambda run, device: 0.05)  # every run takes 50 ms
+    _, timed_runs = _timed(lambda: None, 3, torch.device("cpu"))
+    assert timed_runs == 40  # 2 s / 0.05 s, not 3
+    monkeypatch.setattr(bench, "_seconds", lambda run, device: 1.5)
+    _, timed_runs = _timed(lambda: None, 3, torch.device("cpu"))
+    assert timed_runs == 3
 
 
 def _allocate(size: int) -> dict:

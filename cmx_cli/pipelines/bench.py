@@ -5,7 +5,8 @@ Every case runs in a fresh child process (``spawn``), so that its peak memory is
 of memory is reported as such instead of ending the benchmark. On the CPU a case may use
 only the memory that is free when it starts, so that it fails an allocation instead of
 pushing the machine into swap. Times are medians over ``repeats`` runs after one warm-up
-run, or over fewer when they would take more than a minute in all (at least one).
+run: over more when they would take less than two seconds in all, over fewer when they would
+take more than a minute (at least one).
 
 The cases:
 
@@ -26,6 +27,7 @@ The cases:
 from __future__ import annotations
 
 import json
+import math
 import resource
 import statistics
 import time
@@ -50,6 +52,9 @@ DEFAULT_LENGTHS = (1_000, 16_384, 131_072, 1_000_000)
 #: A case's timed runs stop once they would pass this many seconds (after at least one): a
 #: training step on a million bases takes minutes on a CPU.
 CASE_SECONDS = 60.0
+#: A case whose ``repeats`` runs take less than this many seconds is timed more often, until
+#: they take about this long: the median of three 10 ms runs moves with any other process.
+MIN_TIMED_SECONDS = 2.0
 
 #: A case that failed an allocation says so in these words.
 OUT_OF_MEMORY = "out of memory"
@@ -122,11 +127,13 @@ def _seconds(run: Callable[[], None], device: torch.device) -> float:
 def _timed(run: Callable[[], None], repeats: int, device: torch.device) -> tuple[float, int]:
     """Median seconds of ``run`` after one warm-up call, and how many calls were timed.
 
-    Up to ``repeats`` calls are timed, fewer when they would take more than
-    :data:`CASE_SECONDS` in all (at least one).
+    ``repeats`` calls are timed, more when they would take less than
+    :data:`MIN_TIMED_SECONDS` in all, fewer when they would take more than
+    :data:`CASE_SECONDS` (at least one).
     """
-    warm_up = _seconds(run, device)
-    count = max(1, min(repeats, int(CASE_SECONDS / warm_up)))
+    warm_up = max(_seconds(run, device), 1e-6)
+    count = max(repeats, math.ceil(MIN_TIMED_SECONDS / warm_up))
+    count = max(1, min(count, int(CASE_SECONDS / warm_up)))
     return statistics.median(_seconds(run, device) for _ in range(count)), count
 
 
