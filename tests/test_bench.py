@@ -1,5 +1,7 @@
 """`cmx bench`: its batches, its FLOP count, and one tiny run through child processes."""
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -80,14 +82,25 @@ def test_bad_lengths_are_a_usage_error():
     assert result.exit_code == 2 and "lengths" in result.output
 
 
-def test_a_case_past_its_time_limit_is_reported_not_fatal():
-    import os
+def test_a_case_past_its_time_limit_killed_or_failing_is_reported_not_fatal():
     import time
 
     from cmx_cli.pipelines.bench import _run_case
     result = _run_case(time.sleep, 30, seconds=2)
     assert result == {"error": "stopped after 2 s"}
-    assert _run_case(os._exit, 3, seconds=60) == {"error": "the process was killed (out of memory?)"}
+    assert _run_case(_kill_this_process, seconds=60) == {
+        "error": "the process was killed (out of memory?)"}
+    assert _run_case(os._exit, 3, seconds=60) == {"error": "the process ended with exit status 3"}
+    assert _run_case(_fail_with_a_bug, seconds=60) == {
+        "error": "NameError: name 'math' is not defined"}
+
+
+def _kill_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fail_with_a_bug() -> None:
+    raise NameError("name 'math' is not defined")
 
 
 def test_long_cases_are_timed_fewer_times(monkeypatch):

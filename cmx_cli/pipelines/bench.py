@@ -275,6 +275,8 @@ def _child(queue, function, arguments, limit_memory: bool) -> None:
         if any(failure in message.lower() for failure in ALLOCATION_FAILURES):
             message = OUT_OF_MEMORY
         queue.put({"error": message[:120]})
+    except Exception as error:  # noqa: BLE001 - any failure is reported as the case's result
+        queue.put({"error": f"{type(error).__name__}: {error}"[:120]})
 
 
 def _limit_memory_to_available() -> None:
@@ -319,13 +321,24 @@ def _run_case(function, *arguments, seconds: Optional[float] = None,
                 return queue.get(timeout=1.0)
             except Empty:
                 if not process.is_alive():
-                    return {"error": "the process was killed (out of memory?)"}
+                    return _ended_without_result(queue, process.exitcode)
                 if seconds is not None and time.monotonic() - started > seconds:
                     return {"error": f"stopped after {seconds:.0f} s"}
     finally:
         if process.is_alive():
             process.kill()
         process.join()
+
+
+def _ended_without_result(queue, exitcode: Optional[int]) -> dict:
+    """What to report for a case whose process ended, unless its result arrived meanwhile."""
+    try:
+        return queue.get(timeout=1.0)  # put just before the process ended
+    except Empty:
+        pass
+    if exitcode is not None and exitcode < 0:  # a signal: on Linux, the out-of-memory killer
+        return {"error": "the process was killed (out of memory?)"}
+    return {"error": f"the process ended with exit status {exitcode}"}
 
 
 def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool = False) -> dict:
