@@ -64,9 +64,7 @@ class ChordMixerBlock(nn.Module):
             plan: The rotation plan of those rows.
         """
         rotated = plan.rotate(source)  # (R, d)
-        count = rotated.shape[0]
-        for start in range(0, count, packed.SLICE_ROWS):
-            rows = slice(start, min(start + packed.SLICE_ROWS, count))
+        for rows in packed.row_slices(rotated.shape[0]):
             target[rows] += self.per_position(rotated[rows])
 
     def forward(self, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:

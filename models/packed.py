@@ -14,6 +14,11 @@ import torch
 SLICE_ROWS = 2**16
 
 
+def row_slices(rows: int) -> list[slice]:
+    """The slices of :data:`SLICE_ROWS` rows (the last one shorter) that cover ``rows`` rows."""
+    return [slice(start, min(start + SLICE_ROWS, rows)) for start in range(0, rows, SLICE_ROWS)]
+
+
 def token_sequence(offsets: torch.Tensor, total: int) -> torch.Tensor:
     """The sequence of each position: (B+1,) int64 offsets -> (T,) int64 indices."""
     lengths = offsets[1:] - offsets[:-1]  # (B,)

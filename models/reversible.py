@@ -48,9 +48,10 @@ def half_update(half: nn.Module, x: torch.Tensor, plan: RotationPlan) -> torch.T
         (R, d/2) update.
     """
     rotated = plan.rotate(x)  # (R, d/2)
-    if rotated.shape[0] <= packed.SLICE_ROWS:
+    slices = packed.row_slices(rotated.shape[0])
+    if len(slices) <= 1:  # no copy for one slice (or none)
         return half.per_position(rotated)
-    return torch.cat([half.per_position(piece) for piece in rotated.split(packed.SLICE_ROWS)])
+    return torch.cat([half.per_position(rotated[rows]) for rows in slices])
 
 
 def _half_backward(half: nn.Module, x: torch.Tensor, plan: RotationPlan, grad: torch.Tensor
@@ -73,8 +74,7 @@ def _half_backward(half: nn.Module, x: torch.Tensor, plan: RotationPlan, grad: t
         rotated = plan.rotate(x)  # (R, d/2); its graph is the permutation only, saving no values
     values = rotated.detach()  # each slice's input, then, once used, its gradient
     update = torch.empty_like(values)
-    for start in range(0, values.shape[0], packed.SLICE_ROWS):
-        rows = slice(start, start + packed.SLICE_ROWS)
+    for rows in packed.row_slices(values.shape[0]):
         piece = values[rows].detach().requires_grad_()
         with torch.enable_grad():
             piece_update = half.per_position(piece)
