@@ -141,12 +141,22 @@ def test_cmx_train_with_compile_learns_the_eager_weights(data_dir, tmp_path, fre
 
 
 @pytest.fixture
-def broken_compiler(tmp_path, monkeypatch):
-    """A C++ compiler that does not exist, and an empty compiler cache."""
-    import torch._inductor.config as inductor_config
+def broken_compiler(tmp_path, monkeypatch, fresh_compiler):
+    """A C++ compiler that does not exist, and an empty compiler cache; both undone after the
+    test, with the compiler search's cached answer, so that no later test inherits them.
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
+    torch's own ``config.patch`` sets the option: its config objects are proxies that
+    ``monkeypatch.setattr`` cannot always see into (pytest 9.2 looks attributes up
+    statically).
+    """
+    import torch._inductor.config as inductor_config
+    from torch._inductor import cpp_builder
+
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    cpp_builder.cpp_compiler_search.cache_clear()
+    with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-c++"))}):
+        yield
+    cpp_builder.cpp_compiler_search.cache_clear()
 
 
 def _check_compile_error(result):
