@@ -10,7 +10,8 @@ VERSION = re.search(
 ).group(1)
 
 setup(
-    name="cmx",
+    # "cmx" on PyPI is an unrelated project; the command is still `cmx`.
+    name="cmx-chordmixer",
     version=VERSION,
     description="Train and apply ChordMixer networks to DNA sequences of any length.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.vocabulary import A, C, G, MASK, N, N_BASES, T, TOKEN_NAMES, VOCAB_SIZE  # noqa: F401
+
 BASES = "ACGT"
-A, C, G, T, N, MASK = 0, 1, 2, 3, 4, 5
-TOKEN_NAMES = ("A", "C", "G", "T", "N", "MASK")
-VOCAB_SIZE = len(TOKEN_NAMES)
 ALPHABET_NAME = "ACGTN+MASK"
 
 #: IUPAC ambiguity codes other than N; all of them become N.

@@ -42,12 +42,14 @@ class Reporter:
         if self.interactive:
             self.console.print(message, highlight=False)
 
-    def step(self, title: str, command: str) -> None:
+    def step(self, title: str, command: Optional[str] = None) -> None:
         """A step of a walk-through and the command that does it; shown unless quiet, also
         when stderr is not a terminal."""
         if not self.quiet:
-            self.console.print(f"[bold]{escape(title)}[/bold]\n  $ {escape(command)}",
-                               highlight=False, soft_wrap=True)
+            text = f"[bold]{escape(title)}[/bold]"
+            if command is not None:
+                text += f"\n  $ {escape(command)}"
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         """Something the user should know; counted in the summary."""

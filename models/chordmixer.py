@@ -1,9 +1,9 @@
-"""The ChordMixer trunk: embedding, then ⌈log2 max_len⌉ Rotate → Mix blocks (paper §3.2).
+"""The ChordMixer encoder: embedding, then ⌈log2 max_len⌉ Rotate → Mix blocks (paper §3.2).
 
 Every per-position step (embedding, norms, MLPs) runs on the packed (T, d) tensor; only the
 rotation needs the sequence boundaries. A sequence of length L passes exactly its first
 ``blocks_for_length(L)`` blocks, whatever shares its batch (paper §3.3), so its output does
-not depend on its batch companions. The trunk orders a batch's sequences deepest first
+not depend on its batch companions. The encoder orders a batch's sequences deepest first
 (``models.depth_order``), so that each block runs only on the leading rows of the sequences
 still passing it, and returns the rows in the caller's order.
 """
@@ -68,7 +68,7 @@ class ChordMixerBlock(nn.Module):
             target[rows] += self.per_position(rotated[rows])
 
     def forward(self, x: torch.Tensor, plan: RotationPlan) -> torch.Tensor:
-        """The block's update Mix(Norm(Rotate(x))); the trunk adds it to x.
+        """The block's update Mix(Norm(Rotate(x))); the encoder adds it to x.
 
         Args:
             x: (T, d) packed activations.
@@ -209,7 +209,7 @@ class ChordMixer(nn.Module):
 
 
 def _block(config: ChordMixerConfig) -> nn.Module:
-    """One block of the trunk: a ChordMixer block, or a reversible pair of half-width ones."""
+    """One block of the encoder: a ChordMixer block, or a reversible pair of half-width ones."""
     if not config.reversible:
         return ChordMixerBlock(config.d_model, config.hidden_size, config.dropout, config.norm)
     return ReversibleBlock(*(

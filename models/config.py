@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from models.vocabulary import VOCAB_SIZE
+
 
 def ceil_log2(n: int) -> int:
     """Return ⌈log2 n⌉ for n ≥ 1 (0 for n = 1), exactly, without floating point."""
@@ -23,7 +25,7 @@ def blocks_for_length(length: int) -> int:
 
 @dataclass(frozen=True)
 class ChordMixerConfig:
-    """Shape of a ChordMixer trunk (paper §3.2; DESIGN.md "The ChordMixer core").
+    """Shape of a ChordMixer encoder (paper §3.2; DESIGN.md "The ChordMixer core").
 
     Attributes:
         vocab_size: Number of input tokens (A C G T N MASK for DNA); 0 for a stack that
@@ -40,7 +42,7 @@ class ChordMixerConfig:
             activations per block. Needs an even ``track_size``.
     """
 
-    vocab_size: int = 6
+    vocab_size: int = VOCAB_SIZE
     max_len: int = 4096
     track_size: int = 16
     hidden_size: int = 128

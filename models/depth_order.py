@@ -1,10 +1,10 @@
 """Deepest sequences first: each block updates a prefix of the packed rows (paper §3.3).
 
 A sequence of length L passes exactly its first ⌈log2 L⌉ blocks. When the sequences of a
-batch have different depths, the trunk orders them deepest first (stably), so that the
+batch have different depths, the encoder orders them deepest first (stably), so that the
 positions block i updates, those of the sequences with more than i blocks, are always the
 first rows of the packed tensor. The block then runs on those rows only: no computation is
-spent, and no mask is applied, on sequences that have passed all their blocks. The trunk
+spent, and no mask is applied, on sequences that have passed all their blocks. The encoder
 puts the rows back in the caller's order at the end.
 """
 from __future__ import annotations
@@ -46,7 +46,12 @@ class DepthOrder:
             offsets: (B+1,) int64 boundaries of the input batch.
             lengths: The length of each sequence, in input order (on the host).
             depths: The number of blocks each sequence passes, in input order.
+
+        Raises:
+            ValueError: For a batch without sequences.
         """
+        if not depths:
+            raise ValueError("a packed batch needs at least one sequence (offsets (B+1,), B >= 1)")
         order = sorted(range(len(depths)), key=lambda b: -depths[b])  # stable
         ordered_lengths = [lengths[b] for b in order]
         ending_depths = [-depths[b] for b in order]  # non-decreasing

@@ -1,4 +1,4 @@
-"""Sequence-level heads on top of the ChordMixer trunk (paper §3.2, last paragraph).
+"""Sequence-level heads on top of a ChordMixer encoder (paper §3.2, last paragraph).
 
 The paper averages linear predictions over positions; because averaging and a linear map
 commute, the head takes the mean over each sequence's own positions, then one linear layer.
@@ -6,30 +6,13 @@ commute, the head takes the mean over each sequence's own positions, then one li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from models.chordmixer import ChordMixer
-from models.config import ChordMixerConfig
+from models.encoders import ARCHITECTURES, EncoderConfig, architecture_of, build_encoder
 from models.packed import token_sequence
-from models.transformer import Transformer, TransformerConfig
-
-TrunkConfig = Union[ChordMixerConfig, TransformerConfig]
-#: Architecture name -> (config type, network type).
-ARCHITECTURES = {"chordmixer": (ChordMixerConfig, ChordMixer),
-                 "transformer": (TransformerConfig, Transformer)}
-
-
-def architecture_of(config: TrunkConfig) -> str:
-    """The architecture name of a trunk config."""
-    return next(name for name, (kind, _) in ARCHITECTURES.items() if isinstance(config, kind))
-
-
-def build_trunk(config: TrunkConfig) -> nn.Module:
-    """The trunk network of a config."""
-    return ARCHITECTURES[architecture_of(config)][1](config)
 
 
 def mean_pool(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -53,10 +36,10 @@ def mean_pool(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """A trunk (ChordMixer, or the Transformer baseline) plus a linear layer over the
+    """An encoder (ChordMixer, or the Transformer baseline) plus a linear layer over the
     mean-pooled features."""
 
-    trunk: TrunkConfig
+    encoder: EncoderConfig
     n_classes: int
 
     def __post_init__(self) -> None:
@@ -65,17 +48,18 @@ class ClassifierConfig:
 
     def to_dict(self) -> dict:
         """Plain nested dict for checkpoints."""
-        return {"arch": architecture_of(self.trunk), "trunk": self.trunk.to_dict(),
+        return {"arch": architecture_of(self.encoder), "encoder": self.encoder.to_dict(),
                 "n_classes": self.n_classes}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ClassifierConfig":
-        """Rebuild from :meth:`to_dict` output (no ``arch`` key: a ChordMixer)."""
+        """Rebuild from :meth:`to_dict` output (no ``arch`` key: a ChordMixer; ``trunk``
+        is the encoder's key in checkpoints written before cmx named it so)."""
         arch = values.get("arch", "chordmixer")
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {arch!r}")
-        trunk = ARCHITECTURES[arch][0].from_dict(values["trunk"])
-        return cls(trunk, int(values["n_classes"]))
+        encoder = ARCHITECTURES[arch][0].from_dict(values.get("encoder", values.get("trunk")))
+        return cls(encoder, int(values["n_classes"]))
 
 
 class SequenceClassifier(nn.Module):
@@ -84,8 +68,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.trunk = build_trunk(config.trunk)
-        self.classifier = nn.Linear(config.trunk.d_model, config.n_classes)
+        self.encoder = build_encoder(config.encoder)
+        self.classifier = nn.Linear(config.encoder.d_model, config.n_classes)
 
     def forward(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Classify a packed batch.
@@ -97,5 +81,5 @@ class SequenceClassifier(nn.Module):
         Returns:
             (B, n_classes) float32 logits.
         """
-        pooled = mean_pool(self.trunk(tokens, offsets), offsets)  # (B, d)
+        pooled = mean_pool(self.encoder(tokens, offsets), offsets)  # (B, d)
         return self.classifier(pooled).float()

@@ -1,6 +1,6 @@
 """The masked-base autoencoder of the paper's Appendix J.
 
-A ChordMixer encoder (the trunk that `cmx train --init` and `cmx finetune` reuse) reads the
+A ChordMixer encoder (the one that `cmx train --init` and `cmx finetune` reuse) reads the
 corrupted sequence; a smaller ChordMixer decoder turns its features into a prediction of
 the four bases at every position. Only the encoder is kept for downstream jobs.
 """
@@ -14,8 +14,7 @@ from torch import nn
 
 from models.chordmixer import ChordMixer
 from models.config import ChordMixerConfig
-
-N_BASES = 4
+from models.vocabulary import N_BASES
 
 
 @dataclass(frozen=True)
@@ -71,5 +70,7 @@ class MaskedAutoencoder(nn.Module):
         Returns:
             (T, 4) float32 logits over A, C, G, T.
         """
-        features = self.bridge(self.encoder(tokens, offsets))  # (T, d_decoder)
+        # float32, as the encoder's residual stream is: under bf16 autocast the Linear
+        # returns bf16, and the decoder's residual stream would round to it.
+        features = self.bridge(self.encoder(tokens, offsets)).float()  # (T, d_decoder)
         return self.output(self.decoder(features, offsets)).float()  # (T, 4)

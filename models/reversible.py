@@ -97,7 +97,7 @@ class ReversibleBlock(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both halves updated on their first ``rows`` rows, by ordinary autograd.
 
-        This keeps every activation, so the trunk does not call it: training goes through
+        This keeps every activation, so the encoder does not call it: training goes through
         :func:`run_reversible`, inference through each half's in-place ``add_update_``. It is
         the definition the two reproduce (the tests compare them with it).
 
@@ -173,6 +173,11 @@ class _ReversibleStack(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad1, grad2):  # noqa: D102 - autograd
+        if ctx.outputs is None:
+            # The first backward rebuilt the inputs over the outputs and let them go.
+            raise RuntimeError(
+                "reversible blocks support one backward pass per forward: run the forward "
+                "again (retain_graph=True cannot keep what backward rebuilds)")
         y1, y2 = ctx.outputs
         ctx.outputs = None
         devices = [y1.device] if y1.device.type == "cuda" else []

@@ -1,4 +1,4 @@
-"""A dot-product attention baseline with the trunk interface of :class:`models.ChordMixer`.
+"""A dot-product attention baseline with the encoder interface of :class:`models.ChordMixer`.
 
 Pre-norm Transformer encoder layers (multi-head ``scaled_dot_product_attention``, then a
 GELU MLP), sinusoidal positions counted from each sequence's start, so any length runs. The
@@ -24,7 +24,7 @@ from models.packed import token_position, token_sequence
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Shape of a Transformer trunk.
+    """Shape of a Transformer encoder.
 
     Attributes:
         vocab_size: Number of input tokens.
@@ -53,7 +53,7 @@ class TransformerConfig:
 
     @classmethod
     def matching(cls, chordmixer: ChordMixerConfig) -> "TransformerConfig":
-        """The same width, depth, MLP width and dropout as a ChordMixer trunk."""
+        """The same width, depth, MLP width and dropout as a ChordMixer encoder."""
         d_model = chordmixer.d_model + chordmixer.d_model % 2
         heads = next(h for h in (8, 4, 2, 1) if d_model % h == 0 and d_model // h >= 16
                      or h == 1)

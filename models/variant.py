@@ -35,7 +35,7 @@ class VariantClassifierConfig:
     """Shape of a siamese variant classifier.
 
     Attributes:
-        trunk: The shared encoder.
+        encoder: The shared encoder.
         n_groups: Outputs of the classifier, one per group (1 without groups).
         site_features: Feed the features at the allele's positions to the classifier.
         marker: Add a learned marker to the input embedding at the allele's positions.
@@ -43,7 +43,7 @@ class VariantClassifierConfig:
         head_dropout: Dropout before the classifier's last layer.
     """
 
-    trunk: ChordMixerConfig
+    encoder: ChordMixerConfig
     n_groups: int = 1
     site_features: bool = True
     marker: bool = True
@@ -53,25 +53,27 @@ class VariantClassifierConfig:
     def __post_init__(self) -> None:
         if self.n_groups < 1 or self.head_hidden < 1:
             raise ValueError(f"n_groups and head_hidden must be positive: {self}")
-        if self.trunk.vocab_size == 0:
+        if self.encoder.vocab_size == 0:
             raise ValueError("the variant classifier's encoder reads tokens (vocab_size > 0)")
 
     @property
     def n_features(self) -> int:
         """Width of the classifier's input."""
-        return 4 * self.trunk.d_model * (2 if self.site_features else 1)
+        return 4 * self.encoder.d_model * (2 if self.site_features else 1)
 
     def to_dict(self) -> dict:
         """Plain nested dict for checkpoints."""
-        return {"trunk": self.trunk.to_dict(), "n_groups": self.n_groups,
+        return {"encoder": self.encoder.to_dict(), "n_groups": self.n_groups,
                 "site_features": self.site_features, "marker": self.marker,
                 "head_hidden": self.head_hidden, "head_dropout": self.head_dropout}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "VariantClassifierConfig":
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (``trunk`` is the encoder's key in
+        checkpoints written before cmx named it so)."""
         values = dict(values)
-        return cls(trunk=ChordMixerConfig.from_dict(values.pop("trunk")), **values)
+        encoder = values.pop("encoder") if "encoder" in values else values.pop("trunk")
+        return cls(encoder=ChordMixerConfig.from_dict(encoder), **values)
 
 
 def span_mask(offsets: torch.Tensor, spans: torch.Tensor, total: int) -> torch.Tensor:
@@ -119,8 +121,8 @@ class VariantClassifier(nn.Module):
     def __init__(self, config: VariantClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        self.trunk = ChordMixer(config.trunk)
-        d_model = config.trunk.d_model
+        self.encoder = ChordMixer(config.encoder)
+        d_model = config.encoder.d_model
         # Drawn like an embedding row (N(0, 1)), so the marker is as visible as a token from
         # the first step; a zero start left it almost unused in short fine-tuning runs.
         self.marker = nn.Parameter(torch.randn(d_model)) if config.marker else None
@@ -150,7 +152,7 @@ class VariantClassifier(nn.Module):
         added = None
         if self.marker is not None:
             added = inside[:, None].to(self.marker.dtype) * self.marker  # (T, d)
-        features = self.trunk(tokens, offsets, added)  # (T, d)
+        features = self.encoder(tokens, offsets, added)  # (T, d)
         pooled = mean_pool(features, offsets)  # (2B, d)
         n_variants = pooled.shape[0] // 2
         combined = _pair_features(pooled[:n_variants], pooled[n_variants:])

@@ -8,8 +8,7 @@ import pytest
 
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.variants.alleles import (SKIP_REASONS, allele_kind, alt_form_reason, check_ref,
-                                      classify_alleles, classify_record, is_snv, ref_agrees,
-                                      split_record)
+                                      classify_record, is_snv, ref_agrees, split_record)
 
 #              idx 0123456789
 SEQUENCE = "ACGTNacgtR"
@@ -125,8 +124,6 @@ def test_classify_record(reference, variant, policy, reasons):
     check = classify_record(variant, reference, window=2, ref_mismatch=policy)
     assert [status.reason for status in check.alleles] == reasons
     assert [status.scorable for status in check.alleles] == [reason is None for reason in reasons]
-    statuses = classify_alleles(variant, reference, window=2, ref_mismatch=policy)
-    assert statuses == list(check.alleles)
 
 
 def test_classify_record_details(reference):

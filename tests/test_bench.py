@@ -11,8 +11,8 @@ from rich.console import Console
 
 from cmx_cli.cli import cli
 from cmx_cli.pipelines import bench
-from cmx_cli.pipelines.bench import (
-    _run_case, _timed, _timed_together, bench_tables, packed_lengths, step_flops)
+from cmx_cli.cli.render import bench_tables
+from cmx_cli.pipelines.bench import _run_case, _timed, _timed_together, packed_lengths, step_flops
 from models import ChordMixerConfig
 
 
@@ -64,7 +64,7 @@ def test_a_tiny_benchmark_reports_every_case(tmp_path):
     assert bench_tables(report)[0].caption is None
     report["cases"][0]["train"] = {"error": "out of memory"}
     assert "--checkpointing or --reversible" in bench_tables(report)[0].caption
-    report["config"].update(checkpointing=True, compile_blocks=True)
+    report["config"]["checkpointing"] = report["config"]["runtime"]["compile_blocks"] = True
     assert bench_tables(report)[0].title.endswith("fp32, checkpointing, compiled blocks)")
     assert bench_tables(report)[0].caption is None
 

@@ -1,4 +1,4 @@
-"""Tests for cmx_cli.training.checkpoint (safe, self-describing files) and build_classifier."""
+"""Tests for cmx_cli.io.checkpoint (safe, self-describing files) and build_classifier."""
 from __future__ import annotations
 
 import os
@@ -11,14 +11,9 @@ import torch
 
 from cmx_cli.data.batching import pack
 from cmx_cli.errors import CmxError
-from cmx_cli.training.checkpoint import (
-    FORMAT_VERSION,
-    LAST,
-    Checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from cmx_cli.training.classification import build_classifier
+from cmx_cli.io.checkpoint import (
+    FORMAT_VERSION, LAST, Checkpoint, load_checkpoint, save_checkpoint)
+from cmx_cli.tasks.classification import build_classifier
 from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
 
 LABELS = ["Acinetobacter", "Klebsiella"]
@@ -366,7 +361,7 @@ def test_build_classifier_refuses_wrong_label_count(tmp_path, labels):
 def test_build_classifier_refuses_unknown_config_key(tmp_path):
     model = tiny_classifier()
     config = model.config.to_dict()
-    config["trunk"]["rotation"] = "reverse"
+    config["encoder"]["rotation"] = "reverse"
     path = tmp_path / "model.pt"
     save_checkpoint(checkpoint_of(model, model_config=config), path)
     with pytest.raises(CmxError, match="Hint:"):

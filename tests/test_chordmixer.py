@@ -172,7 +172,7 @@ def test_masked_autoencoder_predicts_bases_per_position():
     torch.testing.assert_close(logits[1:51], alone, rtol=1e-5, atol=1e-5)
     # The encoder is a plain trunk: a classifier can take its weights as they are.
     classifier = SequenceClassifier(ClassifierConfig(encoder, n_classes=2))
-    classifier.trunk.load_state_dict(model.encoder.state_dict())
+    classifier.encoder.load_state_dict(model.encoder.state_dict())
 
 
 def test_decoder_config_must_take_features():

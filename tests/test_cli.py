@@ -1,4 +1,5 @@
 """The `cmx` command as users run it: help, exit codes, one-line errors, no tracebacks."""
+import json
 import subprocess
 import sys
 
@@ -27,6 +28,25 @@ def test_help_ends_with_an_example(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
     assert "Example: cmx " in result.output
+
+
+@pytest.mark.parametrize("command, new, old, value", [
+    ("predict", "--average-strands", "--rc", True),
+    ("pretrain", "--no-flip-strands", "--no-rc", False),
+    ("finetune", "--flip-strands", "--rc", True),
+    ("bench", "--no-roll-reference", "--no-reference", False),
+])
+def test_renamed_options_keep_their_old_spelling_hidden(command, new, old, value, tmp_path):
+    shown = CliRunner().invoke(cli, [command, "--help"]).output
+    assert new in shown and f"{old} " not in shown and f"{old}," not in shown
+    parameter = next(p for p in cli.commands[command].params if new in p.opts + p.secondary_opts)
+    fasta = tmp_path / "a.fa"
+    fasta.write_text(">a\nACGT\n")
+    required = {"predict": [str(fasta), "--model", str(tmp_path)], "bench": []}.get(
+        command, ["--out", str(tmp_path / "run")])
+    for flag in (new, old):
+        context = cli.commands[command].make_context(command, required + [flag])
+        assert context.params[parameter.name] is value, flag
 
 
 def test_train_and_predict_through_the_cli(data_dir, tmp_path):
@@ -146,3 +166,12 @@ def test_demo_runs_from_any_directory(tmp_path):
     assert (demo / "codon_scored.vcf.gz.tbi").is_file()
     for run in ("pretrain", "run", "finetune"):
         assert (demo / run / "model.pt").is_file() and (demo / run / "metrics.json").is_file()
+    # The printed commands are the ones that ran: what the scored VCF records, and every
+    # setting a run saved.
+    printed = [line[len("  $ "):] for line in result.stderr.splitlines() if line.startswith("  $ cmx ")]
+    with pysam.VariantFile(str(demo / "codon_scored.vcf.gz")) as scored:
+        recorded = [line.value for line in scored.header.records if line.key == "cmx_command"]
+    assert recorded == [printed[4]]
+    saved = json.loads((demo / "pretrain" / "config.json").read_text())
+    assert f"--validation-tokens {saved['validation_tokens']}" in printed[0]
+    assert f"Demo data copied to {demo / 'data'}" in result.stderr

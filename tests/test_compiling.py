@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from cmx_cli.cli import cli
 from cmx_cli.pipelines import train
-from cmx_cli.training.loop import TrainingSettings
+from cmx_cli.settings import TrainingSettings
 from models import (
     ChordMixerConfig, ClassifierConfig, SequenceClassifier, TransformerConfig, set_compiled)
 from tests.helpers import COMPILER_WARNINGS
@@ -129,15 +129,14 @@ def test_cmx_train_with_compile_learns_the_eager_weights(data_dir, tmp_path, fre
     settings = TrainingSettings(epochs=1, learning_rate=3e-3, seed=1)
     train.run(_config(data_dir, tmp_path / "eager", training=settings))
     assert counters["stats"]["unique_graphs"] == 0
-    compiled_settings = TrainingSettings(epochs=1, learning_rate=3e-3, seed=1, compile_blocks=True)
-    train.run(_config(data_dir, tmp_path / "compiled", training=compiled_settings))
+    train.run(_config(data_dir, tmp_path / "compiled", training=settings, compile_blocks=True))
     assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
     eager = _weights(tmp_path / "eager" / "last.pt")
     compiled = _weights(tmp_path / "compiled" / "last.pt")
     assert eager.keys() == compiled.keys()
     for key in eager:
         assert torch.allclose(compiled[key], eager[key], atol=1e-4), key
-    assert train.read_config(tmp_path / "compiled").training.compile_blocks
+    assert train.read_config(tmp_path / "compiled").runtime.compile_blocks
 
 
 @pytest.fixture

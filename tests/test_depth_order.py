@@ -12,6 +12,14 @@ def _offsets(lengths):
     return torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int64)
 
 
+def test_an_empty_batch_is_a_value_error():
+    with pytest.raises(ValueError, match="at least one sequence"):
+        DepthOrder.build(torch.tensor([0]), [], [])
+    network = ChordMixer(ChordMixerConfig(max_len=16, track_size=2, hidden_size=4))
+    with pytest.raises(ValueError, match="at least one sequence"):
+        network(torch.zeros(0, dtype=torch.int64), torch.tensor([0]))
+
+
 def test_an_ordered_batch_is_left_as_it_is():
     order = DepthOrder.build(_offsets([3, 7, 2, 8]), [3, 7, 2, 8], [3, 3, 1, 1])
     assert order.gather is None and order.restore is None

@@ -13,8 +13,8 @@ import pysam
 import pytest
 
 from cmx_cli.errors import CmxError
-from cmx_cli.io import fasta as fasta_module
-from cmx_cli.io.fasta import FastaRecord, count_records, iter_records, open_fasta, read_records
+from cmx_cli.io import fasta_index as fasta_index_module
+from cmx_cli.io.fasta import FastaRecord, count_records, iter_records, open_fasta
 from tests.helpers import check_user_error
 
 DATA = Path(__file__).parent / "data"
@@ -35,7 +35,7 @@ def bgzip(source: Path, target: Path) -> Path:
 
 
 def test_mixed_file_gives_exact_tokens_names_and_descriptions(data_copy):
-    records = read_records(data_copy("fasta_mixed.fa"), with_lowercase=True)
+    records = list(iter_records(data_copy("fasta_mixed.fa"), with_lowercase=True))
     assert [record.name for record in records] == ["seq1", "seq2", "seq3"]
     # seq1 follows a ';' comment and seq3 a blank line: neither leaks into the header.
     assert [record.description for record in records] == [
@@ -56,14 +56,14 @@ def test_mixed_file_gives_exact_tokens_names_and_descriptions(data_copy):
 
 
 def test_lowercase_is_only_returned_when_asked_for(data_copy):
-    record = read_records(data_copy("fasta_mixed.fa"))[0]
+    record = list(iter_records(data_copy("fasta_mixed.fa")))[0]
     assert isinstance(record, FastaRecord)
     assert record.lowercase is None
 
 
 def test_crlf_line_endings(tmp_path):
     path = write(tmp_path / "windows.fa", b">a first\r\nACGT\r\nac\r\n>b\r\nGG\r\n")
-    records = read_records(path, with_lowercase=True)
+    records = list(iter_records(path, with_lowercase=True))
     assert [(record.name, record.description) for record in records] == [
         ("a", "a first"), ("b", "b")
     ]
@@ -74,8 +74,8 @@ def test_crlf_line_endings(tmp_path):
 def test_bgzip_copy_reads_like_the_plain_file(data_copy, tmp_path, suffix):
     plain = data_copy("fasta_mixed.fa")
     compressed = bgzip(plain, tmp_path / f"mixed{suffix}")
-    expected = read_records(plain, with_lowercase=True)
-    got = read_records(compressed, with_lowercase=True)
+    expected = list(iter_records(plain, with_lowercase=True))
+    got = list(iter_records(compressed, with_lowercase=True))
     assert [(r.name, r.description) for r in got] == [(r.name, r.description) for r in expected]
     for mine, theirs in zip(got, expected):
         assert np.array_equal(mine.tokens, theirs.tokens)
@@ -85,7 +85,7 @@ def test_bgzip_copy_reads_like_the_plain_file(data_copy, tmp_path, suffix):
 
 
 def test_real_orchid_records(data_copy):
-    records = read_records(data_copy("labels_orchids.fa"))
+    records = list(iter_records(data_copy("labels_orchids.fa")))
     assert [len(record) for record in records] == [740, 753, 765, 755, 759, 750]
     assert records[0].description == "Z78533 genus=Cypripedium"
 
@@ -115,7 +115,7 @@ def test_stale_index_is_rebuilt(tmp_path, compress):
     for index in (Path(f"{path}.fai"), Path(f"{path}.gzi")):
         if index.exists():
             os.utime(index, (old, old))
-    records = read_records(path)
+    records = list(iter_records(path))
     assert [record.name for record in records] == ["a_longer_name", "b", "c"]
     assert records[0].tokens.tolist() == [T] * 10
 
@@ -185,7 +185,7 @@ def test_changed_file_in_read_only_directory_gets_a_fresh_index(read_only_dir, t
     read_only_dir.chmod(stat.S_IRWXU)
     write(path, b">only\nGATTACA\n")
     read_only_dir.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    records = read_records(path)
+    records = list(iter_records(path))
     assert [(record.name, len(record)) for record in records] == [("only", 7)]
     assert len(list((tmp_path / "cache" / "cmx" / "fai").iterdir())) == 2
 
@@ -196,7 +196,7 @@ def test_fresh_index_beside_a_read_only_file_is_used(tmp_path, monkeypatch):
     path = directory / "mixed.fa"
     shutil.copyfile(DATA / "fasta_mixed.fa", path)
     assert count_records(path) == 3  # builds mixed.fa.fai beside it
-    monkeypatch.setattr(fasta_module, "_can_write", lambda directory, files: False)
+    monkeypatch.setattr(fasta_index_module, "_can_write", lambda directory, files: False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert count_records(path) == 3
     assert not (tmp_path / "cache").exists()
@@ -208,14 +208,14 @@ def test_unwritable_cache_falls_back_to_a_temporary_directory(read_only_dir, tmp
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    fasta_module._private_tempdir.cache_clear()
+    fasta_index_module._private_tempdir.cache_clear()
     try:
         assert count_records(read_only_dir / "mixed.fa") == 3
         (private,) = (tmp_path / "tmp").iterdir()
         assert private.name.startswith("cmx-fai-")
         assert [index.suffix for index in private.iterdir()] == [".fai"]
     finally:
-        fasta_module._private_tempdir.cache_clear()
+        fasta_index_module._private_tempdir.cache_clear()
 
 
 # --------------------------------------------------------------------- user errors
@@ -224,7 +224,7 @@ def test_unwritable_cache_falls_back_to_a_temporary_directory(read_only_dir, tmp
 def test_protein_record_names_record_letter_and_position(data_copy):
     path = data_copy("fasta_protein.fa")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     message = check_user_error(caught.value, path, "prot1", "'I'", "position 6")
     assert "DNA only" in message
 
@@ -243,7 +243,7 @@ def test_protein_record_names_record_letter_and_position(data_copy):
 def test_invalid_letters(tmp_path, sequence, letter, position):
     path = write(tmp_path / "bad.fa", b">good\nACGT\n>bad_record\n" + sequence + b"\n")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "bad_record", repr(letter), f"position {position}")
 
 
@@ -258,7 +258,7 @@ def test_streaming_yields_records_in_file_order_before_a_bad_one(data_copy):
 def test_zero_length_record(data_copy):
     path = data_copy("fasta_zero_length.fa")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "'empty'", "no sequence")
 
 
@@ -272,7 +272,7 @@ def test_duplicate_record_names(data_copy):
 def test_inconsistent_line_lengths(data_copy):
     path = data_copy("fasta_inconsistent_lines.fa")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "'ragged'", "line 6", "inconsistent")
 
 
@@ -280,7 +280,7 @@ def test_last_line_longer_than_the_others(data_copy):
     # pyfaidx indexes this record, then reads into the next header; cmx notices.
     path = data_copy("fasta_long_last_line.fa")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "'long_last'", "inconsistent")
 
 
@@ -311,7 +311,7 @@ def test_gz_suffix_on_an_uncompressed_file(data_copy, tmp_path):
 def test_missing_file(tmp_path):
     path = tmp_path / "absent.fa"
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "no such file")
 
 
@@ -333,14 +333,14 @@ def test_directory_instead_of_a_file(tmp_path):
 def test_empty_files(tmp_path, data, problem):
     path = write(tmp_path / "empty.fa", data)
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, problem)
 
 
 def test_empty_bgzf_file(tmp_path):
     path = bgzip(write(tmp_path / "empty.fa", b""), tmp_path / "empty.fa.gz")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "no FASTA records")
 
 
@@ -351,7 +351,7 @@ def test_empty_bgzf_file(tmp_path):
 def test_other_formats_are_named(data_copy, name, kind):
     path = data_copy(name)
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "not FASTA", kind)
 
 
@@ -366,14 +366,14 @@ def test_compressed_files_of_other_formats_are_named(tmp_path, name, content, ki
     source = write(tmp_path / "content", content)
     path = bgzip(source, tmp_path / name)
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "not FASTA", kind)
 
 
 def test_plain_gzip_of_another_format_says_what_it_is(tmp_path):
     path = write(tmp_path / "calls.vcf.gz", gzip.compress(b"##fileformat=VCFv4.2\n"))
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "not FASTA", "VCF")
 
 
@@ -381,7 +381,7 @@ def test_truncated_bgzf_file(data_copy, tmp_path):
     whole = bgzip(data_copy("fasta_mixed.fa"), tmp_path / "whole.fa.gz").read_bytes()
     path = write(tmp_path / "truncated.fa.gz", whole[:-28])  # drop the BGZF EOF block
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "truncated")
 
 
@@ -389,21 +389,21 @@ def test_random_bytes(tmp_path):
     noise = np.random.default_rng(7).integers(0, 256, 2000, dtype=np.uint8).tobytes()
     path = write(tmp_path / "noise.fa", b"\x00" + noise)
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "binary")
 
 
 def test_binary_after_a_header(tmp_path):
     path = write(tmp_path / "header_then_binary.fa", b">x\nACGT\n\xff\xfe\x00\x01\n")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "not text")
 
 
 def test_header_without_a_name(tmp_path):
     path = write(tmp_path / "nameless.fa", b">a\nACGT\n>\nACGT\n")
     with pytest.raises(CmxError) as caught:
-        read_records(path)
+        list(iter_records(path))
     check_user_error(caught.value, path, "line 3", "no name")
 
 

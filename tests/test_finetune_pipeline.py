@@ -12,9 +12,9 @@ from cmx_cli.cli import cli
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import finetune, predict_vcf
-from cmx_cli.training.loop import TrainingSettings
+from cmx_cli.settings import TrainingSettings
 from tests.conftest import DATA
-from tests.helpers import allow_compiler_warnings, check_user_error
+from tests.helpers import allow_compiler_warnings, check_user_error, flat_config
 
 BASES = "ACGT"
 CONTIGS = ("c1", "c2", "c3")
@@ -73,7 +73,7 @@ def _config(root, out, **overrides):
         track_size=8, hidden_size=32, head_hidden=32, dropout=0.0, max_tokens=4096,
         device="cpu", training=TrainingSettings(epochs=2, learning_rate=3e-3, seed=1))
     values.update(overrides)
-    return finetune.FinetuneConfig(**values)
+    return flat_config(finetune.FinetuneConfig, **values)
 
 
 def _weights(path):
@@ -123,7 +123,7 @@ def test_predict_writes_the_probability_of_every_allele(trained, dataset, tmp_pa
     out, result = trained
     root, truth, _ = dataset
     output = tmp_path / "scored.vcf.gz"
-    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+    summary = predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
         vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"), model=str(out),
         output=str(output), device="cpu"))
     assert summary.records == len(truth) and summary.scored == len(truth)
@@ -146,7 +146,7 @@ def test_predict_rc_averages_strands_and_a_window_can_be_overridden(trained, dat
 
     def scores(**options):
         path = tmp_path / f"{len(options)}-{options.get('window')}.tsv"
-        predict_vcf.run(predict_vcf.PredictVcfConfig(
+        predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
             vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"), model=str(out),
             output=str(path), tsv=True, device="cpu", **options))
         with open(path) as handle:
@@ -163,7 +163,7 @@ def test_predict_with_compile_scores_as_without(trained, dataset, tmp_path, fres
     root, _, _ = dataset
 
     def scores(name, **options):
-        predict_vcf.run(predict_vcf.PredictVcfConfig(
+        predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
             vcf=str(root / "train.vcf"), reference=str(root / "genome.fa"), model=str(out),
             output=str(tmp_path / name), tsv=True, device="cpu", **options))
         with open(tmp_path / name) as handle:
@@ -205,12 +205,12 @@ def test_groups_get_their_own_outputs_and_metrics(dataset, tmp_path):
     assert sum(by_group[g]["n"] for g in test_groups) == 300
     # Predict reads each record's group from the INFO field the model was trained with.
     output = tmp_path / "scored.tsv"
-    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+    summary = predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
         vcf=str(root / "grouped.vcf"), reference=str(root / "genome.fa"),
         model=str(tmp_path / "ft"), output=str(output), tsv=True, device="cpu"))
     assert summary.scored == len(grouped)
     fixed = tmp_path / "fixed.tsv"
-    predict_vcf.run(predict_vcf.PredictVcfConfig(
+    predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
         vcf=str(root / "grouped.vcf"), reference=str(root / "genome.fa"),
         model=str(tmp_path / "ft"), output=str(fixed), tsv=True, group="a", device="cpu"))
 
@@ -223,7 +223,7 @@ def test_groups_get_their_own_outputs_and_metrics(dataset, tmp_path):
     groups = [line.split("TISSUE=")[1] for line in text if not line.startswith("#")]
     assert [o == a for o, a in zip(own, all_a)] == [g == "a" for g in groups]
     with pytest.raises(CmxError) as error:
-        predict_vcf.run(predict_vcf.PredictVcfConfig(
+        predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
             vcf=str(root / "grouped.vcf"), reference=str(root / "genome.fa"),
             model=str(tmp_path / "ft"), output=str(tmp_path / "x.tsv"), tsv=True, group="z",
             device="cpu"))
@@ -234,7 +234,7 @@ def test_groups_get_their_own_outputs_and_metrics(dataset, tmp_path):
     partial.write_text("\n".join([line for line in text if line.startswith("#")] + [
         line.split(";TISSUE=")[0] if index % 2 else line
         for index, line in enumerate(records)]) + "\n")
-    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+    summary = predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
         vcf=str(partial), reference=str(root / "genome.fa"),
         model=str(tmp_path / "ft"), output=str(tmp_path / "partial.out.vcf"), device="cpu"))
     assert summary.outcomes["no_group"] == len(records) // 2
@@ -244,7 +244,7 @@ def test_groups_get_their_own_outputs_and_metrics(dataset, tmp_path):
     undeclared.write_text("\n".join(line.split(";TISSUE=")[0] for line in text
                                     if "ID=TISSUE" not in line) + "\n")
     with pytest.raises(CmxError) as error:
-        predict_vcf.run(predict_vcf.PredictVcfConfig(
+        predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
             vcf=str(undeclared), reference=str(root / "genome.fa"),
             model=str(tmp_path / "ft"), output=str(tmp_path / "none.vcf"), device="cpu"))
     check_user_error(error.value, "undeclared.vcf", "TISSUE", "--group")

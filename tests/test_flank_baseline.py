@@ -1,4 +1,4 @@
-"""Tests for cmx_cli.variants.flank_baseline: what the local-context baseline can learn."""
+"""Tests for cmx_cli.baselines.flank: what the local-context baseline can learn."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cmx_cli.alphabet import A, C, G, N, T
-from cmx_cli.variants.flank_baseline import FlankBaseline, flank_features, n_features
+from cmx_cli.baselines.flank import FlankBaseline, flank_features, n_features
 from cmx_cli.variants.windows import AlleleWindow
 
 WIDTH = 61  # window length of the synthetic SNVs

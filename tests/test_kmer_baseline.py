@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from scipy import sparse
 
 from cmx_cli.alphabet import encode
-from cmx_cli.kmer_baseline import KmerBaseline, kmer_frequencies
-from cmx_cli.metrics import classification_metrics
+from cmx_cli.baselines.kmer import KmerBaseline, kmer_frequencies
+from cmx_cli.metrics.classification import classification_metrics
 
 
 def column(kmer: str) -> int:

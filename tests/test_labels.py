@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cmx_cli.errors import CmxError
-from cmx_cli.io.fasta import read_records
+from cmx_cli.io.fasta import iter_records
 from cmx_cli.io.labels import (
     FastaSource,
     LabelRule,
@@ -221,7 +221,7 @@ def test_load_labelled_with_a_regex(orchids):
     assert labelled.labels == ORCHID_GENERA
     assert labelled.names[:2] == ["Z78533", "Z78532"]
     assert labelled.sources == [str(orchids)] * 6
-    for tokens, record in zip(labelled.tokens, read_records(orchids)):
+    for tokens, record in zip(labelled.tokens, list(iter_records(orchids))):
         assert np.array_equal(tokens, record.tokens)
     assert warnings == []
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from cmx_cli.training.loop import TrainingSettings, build_optimizer, warmup_cosine
+from cmx_cli.settings import TrainingSettings
+from cmx_cli.training.loop import build_optimizer, warmup_cosine
 from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
 
 # total steps, warmup fraction, warmup steps (round(total·fraction), at least 1)
@@ -86,15 +87,15 @@ def test_build_optimizer_groups():
     assert [group["weight_decay"] for group in groups] == [0.05, 0.0]
     assert all(group["lr"] == 3e-4 for group in groups)
     decayed, kept = names_in(groups[0], model), names_in(groups[1], model)
-    n_blocks = model.config.trunk.n_blocks
+    n_blocks = model.config.encoder.n_blocks
     assert decayed == (
-        {"trunk.embedding.weight", "classifier.weight"}
-        | {f"trunk.blocks.{i}.mix.{j}.weight" for i in range(n_blocks) for j in (0, 3)}
+        {"encoder.embedding.weight", "classifier.weight"}
+        | {f"encoder.blocks.{i}.mix.{j}.weight" for i in range(n_blocks) for j in (0, 3)}
     )
     assert kept == (
-        {"trunk.final_norm.weight", "trunk.final_norm.bias", "classifier.bias"}
-        | {f"trunk.blocks.{i}.norm.{kind}" for i in range(n_blocks) for kind in ("weight", "bias")}
-        | {f"trunk.blocks.{i}.mix.{j}.bias" for i in range(n_blocks) for j in (0, 3)}
+        {"encoder.final_norm.weight", "encoder.final_norm.bias", "classifier.bias"}
+        | {f"encoder.blocks.{i}.norm.{kind}" for i in range(n_blocks) for kind in ("weight", "bias")}
+        | {f"encoder.blocks.{i}.mix.{j}.bias" for i in range(n_blocks) for j in (0, 3)}
     )
     assert decayed.isdisjoint(kept)
     assert decayed | kept == {name for name, _ in model.named_parameters()}
@@ -102,7 +103,7 @@ def test_build_optimizer_groups():
 
 def test_build_optimizer_skips_frozen_parameters():
     model = tiny_classifier()
-    for parameter in model.trunk.parameters():
+    for parameter in model.encoder.parameters():
         parameter.requires_grad_(False)
     optimizer = build_optimizer(model, TrainingSettings())
     in_groups = set().union(*(names_in(group, model) for group in optimizer.param_groups))

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from cmx_cli.data.masking import MaskedSequence
-from cmx_cli.data.segments import PretrainSequence
-from cmx_cli.training.masked_bases import MaskedBaseTask, MaskingSettings
+from cmx_cli.data.pretrain_sources import PretrainSequence
+from cmx_cli.tasks.masked_bases import MaskedBaseTask, MaskingSettings
 from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
 
 

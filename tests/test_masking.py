@@ -14,7 +14,6 @@ from cmx_cli.data.masking import (
     NONE,
     RANDOM,
     MaskedSequence,
-    mask_batch,
     mask_tokens,
     weights,
 )
@@ -143,14 +142,6 @@ def test_empty_sequence():
 def test_bad_arguments(tokens, rate, scheme):
     with pytest.raises(ValueError):
         mask_tokens(tokens, rate, scheme, np.random.default_rng(0))
-
-
-def test_mask_batch_masks_each_sequence():
-    sequences = [random_bases(n, seed=n) for n in (10, 200, 3000)]
-    batch = mask_batch(sequences, 0.3, "80-10-10", np.random.default_rng(10))
-    assert [len(masked) for masked in batch] == [10, 200, 3000]
-    for tokens, masked in zip(sequences, batch):
-        assert np.array_equal(masked.targets[masked.selected], tokens[masked.selected])
 
 
 def test_weights():

@@ -11,12 +11,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
-from cmx_cli.metrics import (
-    classification_metrics,
-    length_table,
-    metrics_by_length,
-    metrics_table,
-)
+from cmx_cli.metrics.classification import classification_metrics, metrics_by_length
+from cmx_cli.metrics.tables import length_table, metrics_table
 
 
 def binary(scores: list[float]) -> np.ndarray:

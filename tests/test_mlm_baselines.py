@@ -10,8 +10,9 @@ import pytest
 
 from cmx_cli import alphabet
 from cmx_cli.data.masking import MaskedSequence, mask_tokens
-from cmx_cli.data.segments import PretrainSequence, make_sampler, plan_sources
-from cmx_cli.mlm_baselines import MarkovModel, UnigramModel, evaluate_baseline
+from cmx_cli.data.pretrain_sources import PretrainSequence, plan_sources
+from cmx_cli.data.samplers import make_sampler
+from cmx_cli.baselines.markov import MarkovModel, UnigramModel, evaluate_baseline
 
 def tokens(letters: str) -> np.ndarray:
     """Letters to tokens; '?' stands for MASK."""

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from cmx_cli.data.batching import pack
-from cmx_cli.training.classification import predict_probabilities
-from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
+from cmx_cli.tasks.classification import predict_probabilities
+from models import (
+    ChordMixerConfig, ClassifierConfig, MaskedAutoencoder, MaskedAutoencoderConfig,
+    SequenceClassifier)
 
 
 def _model_and_data():
@@ -29,6 +31,17 @@ def test_bf16_probabilities_are_close_to_fp32():
     assert half.dtype == np.float64
     np.testing.assert_allclose(half.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(half, full, atol=0.05)
+
+
+def test_the_masked_base_decoder_reads_float32_features_under_bf16():
+    model = MaskedAutoencoder(MaskedAutoencoderConfig.build(
+        ChordMixerConfig(max_len=64, track_size=4, hidden_size=16, dropout=0.0), 2, 8))
+    seen = []
+    model.decoder.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].dtype))
+    tokens, offsets = pack([np.arange(40, dtype=np.uint8) % 5])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(tokens, offsets)
+    assert seen == [torch.float32]
 
 
 def test_bf16_training_step_gives_finite_gradients():

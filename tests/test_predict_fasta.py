@@ -6,10 +6,10 @@ import pytest
 
 from cmx_cli.alphabet import decode, reverse_complement
 from cmx_cli.errors import CmxError
-from cmx_cli.io.fasta import read_records
+from cmx_cli.io.fasta import iter_records
 from cmx_cli.pipelines import predict_fasta, train
-from cmx_cli.training.loop import TrainingSettings
-from tests.helpers import allow_compiler_warnings, check_user_error
+from cmx_cli.settings import TrainingSettings
+from tests.helpers import allow_compiler_warnings, check_user_error, flat_config
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def trained_run(tmp_path_factory):
 
     capsule = DATA / "capsule_small"
     out = tmp_path_factory.mktemp("predict") / "run"
-    train.run(train.TrainConfig(
+    train.run(flat_config(train.TrainConfig,
         fasta=(f"{capsule / 'klebsiella.fa'}:Klebsiella", f"{capsule / 'acinetobacter.fa'}:Acinetobacter"),
         out=str(out), track_size=4, hidden_size=16, dropout=0.0, kmer_k=3, device="cpu",
         training=TrainingSettings(epochs=1, seed=0)))
@@ -32,7 +32,7 @@ def _read_tsv(path):
 
 
 def _predict(run, fasta, out, **options):
-    return predict_fasta.run(predict_fasta.PredictFastaConfig(
+    return predict_fasta.run(flat_config(predict_fasta.PredictFastaConfig,
         fasta=str(fasta), model=str(run), output=str(out), device="cpu", **options))
 
 
@@ -41,7 +41,7 @@ def test_rows_follow_input_order_with_probabilities(trained_run, data_dir, tmp_p
     _predict(trained_run, query, tmp_path / "p.tsv")
     rows = _read_tsv(tmp_path / "p.tsv")
     assert rows[0] == ["name", "length", "predicted", "p_Acinetobacter", "p_Klebsiella"]
-    records = read_records(query)
+    records = list(iter_records(query))
     assert [row[0] for row in rows[1:]] == [record.name for record in records]
     assert [int(row[1]) for row in rows[1:]] == [len(record) for record in records]
     for row in rows[1:]:
@@ -66,7 +66,7 @@ def test_rc_averages_both_strands(trained_run, data_dir, tmp_path):
     query = data_dir / "capsule_small" / "query.fa"
     reverse = tmp_path / "reverse.fa"
     reverse.write_text("".join(f">{r.name}\n{decode(reverse_complement(r.tokens))}\n"
-                               for r in read_records(query)))
+                               for r in list(iter_records(query))))
     _predict(trained_run, query, tmp_path / "forward.tsv")
     _predict(trained_run, reverse, tmp_path / "reverse.tsv")
     _predict(trained_run, query, tmp_path / "both.tsv", average_strands=True)
@@ -116,13 +116,16 @@ def test_not_a_checkpoint(data_dir, tmp_path):
 
 
 def test_longer_than_max_len_is_said_in_the_summary(trained_run, tmp_path, capsys):
+    from cmx_cli.cli import render
     from cmx_cli.console import Reporter
 
     fasta = tmp_path / "long.fa"
     fasta.write_text(">long\n" + "ACGT" * 2000 + "\n>short\nACGTTGCA\n")
-    _ = predict_fasta.run(predict_fasta.PredictFastaConfig(
+    reporter = Reporter(quiet=True)
+    result = predict_fasta.run(flat_config(predict_fasta.PredictFastaConfig,
         fasta=str(fasta), model=str(trained_run), output=str(tmp_path / "p.tsv"), device="cpu"),
-        Reporter(quiet=True))
+        reporter)
+    render.fasta_predictions(result, reporter)
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line.startswith("cmx predict: 2 sequences")
     assert "warning: 1 sequence(s) are longer than the model's max_len" in last_line
@@ -133,7 +136,7 @@ def test_output_must_not_replace_the_input_fasta(trained_run, tmp_path):
     fasta = tmp_path / "query.fa"
     fasta.write_text(">a\nACGTACGTAC\n")
     with pytest.raises(CmxError) as error:
-        predict_fasta.run(predict_fasta.PredictFastaConfig(
+        predict_fasta.run(flat_config(predict_fasta.PredictFastaConfig,
             fasta=str(fasta), model=str(trained_run), output=str(fasta), device="cpu"))
     check_user_error(error.value, "replace the input")
     assert fasta.read_text() == ">a\nACGTACGTAC\n"

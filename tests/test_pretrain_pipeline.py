@@ -8,14 +8,15 @@ import torch
 from click.testing import CliRunner
 
 from cmx_cli.alphabet import encode
-from cmx_cli.cli import cli
+from cmx_cli.cli import cli, render
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import evaluate, pretrain, train
-from cmx_cli.training.checkpoint import load_checkpoint
-from cmx_cli.training.loop import TrainingSettings
-from cmx_cli.training.masked_bases import MaskingSettings
-from cmx_cli.training.zero_shot import ZeroShotScorer
+from cmx_cli.io.checkpoint import load_checkpoint
+from cmx_cli.settings import TrainingSettings
+from cmx_cli.tasks.masked_bases import MaskingSettings
+from cmx_cli.tasks.masked_bases import ZeroShotScorer
 from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
+from tests.helpers import flat_config
 
 
 def _pretrain_config(data_dir, out, **overrides):
@@ -26,7 +27,7 @@ def _pretrain_config(data_dir, out, **overrides):
         markov_order=2, device="cpu", training=TrainingSettings(epochs=2, learning_rate=3e-3),
         masking=MaskingSettings(rate=0.3))
     values.update(overrides)
-    return pretrain.PretrainConfig(**values)
+    return flat_config(pretrain.PretrainConfig, **values)
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,14 @@ def test_pretrain_run_directory_and_metrics(pretrained):
     for name in ("model.pt", "last.pt", "config.json", "metrics.json", "log.tsv", "baselines.pt"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    for source in ("model", "unigram", "kmer"):
+    for source in ("model", "unigram", "markov"):
         values = metrics[source]
         assert values["n"] > 0
         assert values["bits_per_base"] > 0
         assert values["perplexity"] == pytest.approx(2 ** values["bits_per_base"])
         assert set(values["by_corruption"]) == {"mask", "random", "kept"}
     # The same masked positions are scored for the model and both baselines.
-    assert metrics["model"]["n"] == metrics["unigram"]["n"] == metrics["kmer"]["n"]
+    assert metrics["model"]["n"] == metrics["unigram"]["n"] == metrics["markov"]["n"]
     assert "last 10%" in metrics["sources"]
     assert "bits/base" in result.summary
 
@@ -67,12 +68,13 @@ def test_checkpoint_keeps_encoder_decoder_and_masking(pretrained):
 
 def test_evaluate_prints_one_json_object(pretrained, data_dir, capsys):
     out, _ = pretrained
-    results = evaluate.run(evaluate.EvaluateConfig(
+    result = evaluate.run(flat_config(evaluate.EvaluateConfig,
         model=str(out), fasta=str(data_dir / "pretrain_umaydis_genes.fa"), mask=0.3,
-        as_json=True, device="cpu"))
+        device="cpu"))
+    render.evaluation(result, as_json=True)
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads(json.dumps(results))
-    assert set(printed) == {"model", "unigram", "kmer"}
+    assert printed == json.loads(json.dumps(result.metrics))
+    assert set(printed) == {"model", "unigram", "markov"}
     for values in printed.values():
         assert {"bits_per_base", "accuracy", "perplexity", "n"} <= set(values)
 
@@ -83,7 +85,7 @@ def test_evaluate_through_the_cli(pretrained, data_dir):
                                       str(data_dir / "pretrain_umaydis_genes.fa"), "--json",
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert set(json.loads(result.stdout)) == {"model", "unigram", "kmer"}
+    assert set(json.loads(result.stdout)) == {"model", "unigram", "markov"}
 
 
 def test_classifier_model_is_refused_by_evaluate(data_dir, tmp_path):
@@ -92,24 +94,24 @@ def test_classifier_model_is_refused_by_evaluate(data_dir, tmp_path):
                 "model_config": {}, "state_dict": {}}, fake)
     refused = "made by `cmx train`; this needs a model made by `cmx pretrain`.*Hint:"
     with pytest.raises(CmxError, match=refused):
-        evaluate.run(evaluate.EvaluateConfig(model=str(fake), fasta=str(data_dir / "pretrain_lambda.fa")))
+        evaluate.run(flat_config(evaluate.EvaluateConfig, model=str(fake), fasta=str(data_dir / "pretrain_lambda.fa")))
 
 
 def test_train_init_loads_and_freezes_the_encoder(pretrained, data_dir, tmp_path):
     out, _ = pretrained
     capsule = data_dir / "capsule_small"
-    result = train.run(train.TrainConfig(
+    result = train.run(flat_config(train.TrainConfig,
         fasta=(f"{capsule / 'klebsiella.fa'}:Klebsiella", f"{capsule / 'acinetobacter.fa'}:Acinetobacter"),
         out=str(tmp_path / "run"), init=str(out), freeze_encoder=True, kmer_k=3, device="cpu",
         training=TrainingSettings(epochs=1, seed=0)))
     encoder = {key[len("encoder."):]: value for key, value
                in load_checkpoint(out, "mlm").state_dict.items() if key.startswith("encoder.")}
     classifier = load_checkpoint(tmp_path / "run", "classifier")
-    trunk = {key[len("trunk."):]: value for key, value in classifier.state_dict.items()
-             if key.startswith("trunk.")}
+    trunk = {key[len("encoder."):]: value for key, value in classifier.state_dict.items()
+             if key.startswith("encoder.")}
     assert trunk.keys() == encoder.keys()
     assert all(torch.equal(trunk[key], encoder[key]) for key in encoder)
-    assert classifier.model_config["trunk"]["max_len"] == 1024
+    assert classifier.model_config["encoder"]["max_len"] == 1024
     # Genes longer than the encoder's max_len are flagged.
     assert any("max_len" in warning for warning in result.metrics["warnings"])
 
@@ -129,11 +131,11 @@ def test_a_reversible_encoder_pretrains_and_initialises_a_classifier(data_dir, t
     config = load_checkpoint(tmp_path / "pre", "mlm").model_config
     assert config["encoder"]["reversible"] and config["decoder"]["reversible"]
     capsule = data_dir / "capsule_small"
-    train.run(train.TrainConfig(
+    train.run(flat_config(train.TrainConfig,
         fasta=(f"{capsule / 'klebsiella.fa'}:Klebsiella", f"{capsule / 'acinetobacter.fa'}:Acinetobacter"),
         out=str(tmp_path / "run"), init=str(tmp_path / "pre"), kmer_k=3, device="cpu",
         training=TrainingSettings(epochs=1, max_steps=2, seed=0)))
-    assert load_checkpoint(tmp_path / "run", "classifier").model_config["trunk"]["reversible"]
+    assert load_checkpoint(tmp_path / "run", "classifier").model_config["encoder"]["reversible"]
 
 
 @pytest.mark.parametrize("arguments, expected", [
@@ -199,7 +201,7 @@ def test_zero_shot_vcf_keeps_every_record(pretrained, data_dir, tmp_path):
     out, _ = pretrained
     vcf = data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf.gz"
     scored = tmp_path / "scored.vcf.gz"
-    summary = predict_vcf.run(predict_vcf.PredictVcfConfig(
+    summary = predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
         vcf=str(vcf), reference=str(data_dir / "vcf" / "DWV_NC_004830.2.fa"), model=str(out),
         output=str(scored), window=101, device="cpu"))
     assert (tmp_path / "scored.vcf.gz.tbi").is_file()
@@ -221,7 +223,7 @@ def test_zero_shot_vcf_keeps_every_record(pretrained, data_dir, tmp_path):
 
 def test_vcf_with_a_classifier_model_is_refused(data_dir, tmp_path):
     from cmx_cli.pipelines import predict_vcf
-    from cmx_cli.training.checkpoint import Checkpoint, save_checkpoint
+    from cmx_cli.io.checkpoint import Checkpoint, save_checkpoint
     from models import ClassifierConfig, SequenceClassifier
 
     config = ClassifierConfig(ChordMixerConfig(max_len=8, track_size=1, hidden_size=2), 2)
@@ -229,7 +231,7 @@ def test_vcf_with_a_classifier_model_is_refused(data_dir, tmp_path):
                                SequenceClassifier(config).state_dict(), ["a", "b"]),
                     tmp_path / "model.pt")
     with pytest.raises(CmxError, match="cannot score variants.*Hint:"):
-        predict_vcf.run(predict_vcf.PredictVcfConfig(
+        predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig,
             vcf=str(data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf.gz"),
             reference=str(data_dir / "vcf" / "DWV_NC_004830.2.fa"), model=str(tmp_path),
             output=str(tmp_path / "out.vcf")))
@@ -257,11 +259,11 @@ def test_pretrain_resumes_after_an_interruption(data_dir, tmp_path):
 
 
 def test_damaged_pretrained_checkpoint_is_a_user_error(pretrained, data_dir, tmp_path):
-    from cmx_cli.training.checkpoint import Checkpoint, save_checkpoint
+    from cmx_cli.io.checkpoint import Checkpoint, save_checkpoint
 
     out, _ = pretrained
     good = load_checkpoint(out, "mlm")
     damaged = {key: value for key, value in good.state_dict.items() if not key.startswith("decoder.")}
     save_checkpoint(Checkpoint("mlm", good.model_config, damaged, extra=good.extra), tmp_path / "model.pt")
     with pytest.raises(CmxError, match="weights do not fit.*Hint:"):
-        evaluate.run(evaluate.EvaluateConfig(model=str(tmp_path), fasta=str(data_dir / "pretrain_lambda.fa")))
+        evaluate.run(flat_config(evaluate.EvaluateConfig, model=str(tmp_path), fasta=str(data_dir / "pretrain_lambda.fa")))

@@ -122,6 +122,14 @@ def test_backward_leaves_the_random_generator_where_forward_left_it():
     assert torch.equal(torch.get_rng_state(), after_forward)
 
 
+def test_a_second_backward_is_a_clear_error():
+    network, *_ = _stack_and_inputs(torch.float32, 0.0)
+    loss = network(_tokens(LENGTHS), _offsets(LENGTHS)).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass per forward"):
+        loss.backward()
+
+
 def test_a_frozen_embedding_still_trains_the_blocks():
     network, *_ = _stack_and_inputs(torch.float32, 0.0)
     network.embedding.weight.requires_grad_(False)

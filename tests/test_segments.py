@@ -7,6 +7,7 @@ written to tmp_path by the tests that need them.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -15,13 +16,8 @@ import numpy as np
 import pytest
 
 from cmx_cli import alphabet
-from cmx_cli.data.segments import (
-    PretrainSequence,
-    RecordSampler,
-    SegmentSampler,
-    make_sampler,
-    plan_sources,
-)
+from cmx_cli.data.pretrain_sources import PretrainSequence, plan_sources
+from cmx_cli.data.samplers import RecordSampler, SegmentSampler, make_sampler
 from cmx_cli.errors import CmxError
 from tests.helpers import check_user_error
 
@@ -74,6 +70,11 @@ def check_against_reference(sequence: PretrainSequence, letters: str) -> bool:
 
 
 # --- the plan -------------------------------------------------------------------------------
+
+
+def draw(sampler, n, rng):
+    """The first ``n`` sequences of an endless epoch (reverse-complemented as in training)."""
+    return list(itertools.islice(sampler.epoch(None, rng), n))
 
 
 def test_auto_picks_records_for_a_gene_set(data_copy):
@@ -179,7 +180,7 @@ def test_segments_match_the_reference_on_both_strands(soft_masked_lambda):
     path, letters = soft_masked_lambda
     plan = plan_sources([path], val_fraction=0.1, max_length=2048)
     with make_sampler(plan, "train", min_length=256) as sampler:
-        segments = sampler.sample(300, np.random.default_rng(0))
+        segments = draw(sampler, 300, np.random.default_rng(0))
     flipped = [check_against_reference(segment, letters) for segment in segments]
     sd = math.sqrt(300 * 0.25)
     assert abs(sum(flipped) - 150) <= 4 * sd  # reverse complement with probability 0.5
@@ -190,7 +191,7 @@ def test_segments_match_the_reference_on_both_strands(soft_masked_lambda):
 def test_no_reverse_complement_when_switched_off(data_copy):
     plan = plan_sources([data_copy(LAMBDA)], max_length=2048)
     sampler = make_sampler(plan, "train", min_length=256, reverse_complement=False)
-    segments = sampler.sample(100, np.random.default_rng(1))
+    segments = draw(sampler, 100, np.random.default_rng(1))
     assert not any(parse(segment)[3] for segment in segments)
     sampler.close()
 
@@ -199,7 +200,7 @@ def test_lengths_are_bounded_and_log_normal(data_copy):
     plan = plan_sources([data_copy(LAMBDA)], max_length=4096)
     sampler = make_sampler(plan, "train", min_length=64)
     n = 2000
-    lengths = np.array([len(s) for s in sampler.sample(n, np.random.default_rng(2))])
+    lengths = np.array([len(s) for s in draw(sampler, n, np.random.default_rng(2))])
     assert lengths.min() >= 64 and lengths.max() <= 4096
     # The median of log length is log of the geometric mean of the bounds (512 bp); the
     # standard error of a sample median is about 1.2533 sigma / sqrt(n).
@@ -215,7 +216,7 @@ def test_lengths_are_bounded_and_log_normal(data_copy):
 def test_training_segments_never_overlap_the_held_out_region(data_copy):
     plan = plan_sources([data_copy(LAMBDA)], val_fraction=0.1, max_length=4096)
     with make_sampler(plan, "train", min_length=512) as sampler:
-        ends = [parse(s)[2] for s in sampler.sample(600, np.random.default_rng(3))]
+        ends = [parse(s)[2] for s in draw(sampler, 600, np.random.default_rng(3))]
     assert max(ends) <= 18_000
     assert max(ends) > 17_000  # segments do reach the boundary, so the test has teeth
 
@@ -226,7 +227,7 @@ def test_validation_set_is_fixed(data_copy):
     first = make_sampler(plan, "validation", min_length=256).validation_set(8000, seed=5)
     with make_sampler(plan, "validation", min_length=256) as sampler:
         second = sampler.validation_set(8000, seed=5)
-        sampler.sample(10, np.random.default_rng(0))  # drawing in between changes nothing
+        draw(sampler, 10, np.random.default_rng(0))  # drawing in between changes nothing
         third = sampler.validation_set(8000, seed=5)
     assert [s.source for s in first] == [s.source for s in second] == [s.source for s in third]
     assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(first, second))
@@ -253,7 +254,7 @@ def test_segments_with_too_much_n_are_skipped(tmp_path):
     path = write_fasta(tmp_path / "gapped.fa", {"gapped": letters})
     plan = plan_sources([path], val_fraction=0.0, max_length=1000)
     sampler = make_sampler(plan, "train", min_length=100, max_n=0.1)
-    segments = sampler.sample(200, np.random.default_rng(5))
+    segments = draw(sampler, 200, np.random.default_rng(5))
     shares = [np.mean(segment.tokens == alphabet.N) for segment in segments]
     assert max(shares) <= 0.1
     assert sampler.skipped > 0
@@ -266,7 +267,7 @@ def test_a_genome_of_n_gives_up_with_a_hint(tmp_path):
         plan_sources([path], val_fraction=0.0).train, 100, 1000, max_consecutive_skips=50
     )
     with pytest.raises(CmxError) as error:
-        sampler.sample(1, np.random.default_rng(6))
+        draw(sampler, 1, np.random.default_rng(6))
     check_user_error(error.value, path, "--max-n")
     assert sampler.skipped == 50
     sampler.close()
@@ -343,7 +344,7 @@ def test_record_epoch_with_a_token_budget_repeats_records(data_copy):
         sequences = list(sampler.epoch(20_000, np.random.default_rng(8)))  # > 7,901 bp
         assert sum(map(len, sequences)) >= 20_000
         assert len(sequences) > len(sampler)
-        assert len(sampler.sample(3, np.random.default_rng(9))) == 3
+        assert len(draw(sampler, 3, np.random.default_rng(9))) == 3
 
 
 def test_a_letter_that_is_not_dna_anywhere_in_a_genome_stops_the_plan(tmp_path):

@@ -9,7 +9,9 @@ import torch
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import train
-from cmx_cli.training.loop import TrainingInterrupted, TrainingSettings
+from cmx_cli.training.loop import TrainingInterrupted
+from cmx_cli.settings import TrainingSettings
+from tests.helpers import flat_config
 
 
 def _config(data_dir, out, **overrides):
@@ -21,7 +23,7 @@ def _config(data_dir, out, **overrides):
         training=TrainingSettings(epochs=2, learning_rate=3e-3, seed=1),
     )
     values.update(overrides)
-    return train.TrainConfig(**values)
+    return flat_config(train.TrainConfig, **values)
 
 
 def _weights(path):
@@ -152,7 +154,8 @@ def test_resume_needs_a_last_checkpoint(data_dir, tmp_path):
 
 def test_resume_refuses_changed_data(data_dir, tmp_path):
     train.run(_config(data_dir, tmp_path / "run", training=TrainingSettings(epochs=1, seed=1)))
-    changed = replace(train.read_config(tmp_path / "run"), test_fraction=0.3)
+    saved = train.read_config(tmp_path / "run")
+    changed = replace(saved, held_out=replace(saved.held_out, test_fraction=0.3))
     with pytest.raises(CmxError, match="split.*Hint:"):
         train.run(changed, resume=True)
 
@@ -196,12 +199,12 @@ def test_the_attention_baseline_trains_and_predicts(data_dir, tmp_path):
     chordmixer = train.run(_config(data_dir, tmp_path / "cm", max_len=64,
                                    training=TrainingSettings(epochs=1, max_steps=1, seed=1)))
     # Same width and depth as the ChordMixer the same flags build.
-    trunk = chordmixer.metrics["training"]["model_config"]["trunk"]
+    trunk = chordmixer.metrics["training"]["model_config"]["encoder"]
     from models import ChordMixerConfig
     cm = ChordMixerConfig.from_dict(trunk)
-    assert model_config["trunk"]["d_model"] == cm.d_model
-    assert model_config["trunk"]["n_layers"] == cm.n_blocks
-    predicted = predict_fasta.run(predict_fasta.PredictFastaConfig(
+    assert model_config["encoder"]["d_model"] == cm.d_model
+    assert model_config["encoder"]["n_layers"] == cm.n_blocks
+    predicted = predict_fasta.run(flat_config(predict_fasta.PredictFastaConfig,
         fasta=str(data_dir / "capsule_small" / "klebsiella.fa"), model=str(tmp_path / "run"),
         output=str(tmp_path / "p.tsv"), device="cpu"))
     assert predicted.n_sequences == 40
@@ -213,7 +216,7 @@ def test_a_reversible_network_trains_resumes_and_predicts(data_dir, tmp_path):
     settings = TrainingSettings(epochs=2, learning_rate=3e-3, seed=1)
     whole = train.run(_config(data_dir, tmp_path / "whole", reversible=True, max_len=256,
                               dropout=0.1, training=settings))
-    assert whole.metrics["training"]["model_config"]["trunk"]["reversible"] is True
+    assert whole.metrics["training"]["model_config"]["encoder"]["reversible"] is True
     with pytest.raises(KeyboardInterrupt):
         train.run(_config(data_dir, tmp_path / "cut", reversible=True, max_len=256, dropout=0.1,
                           training=settings), _InterruptAfterFirstEpoch(quiet=True))
@@ -221,7 +224,7 @@ def test_a_reversible_network_trains_resumes_and_predicts(data_dir, tmp_path):
     weights = _weights(tmp_path / "whole" / "last.pt")
     resumed = _weights(tmp_path / "cut" / "last.pt")
     assert all(torch.equal(weights[key], resumed[key]) for key in weights)
-    predicted = predict_fasta.run(predict_fasta.PredictFastaConfig(
+    predicted = predict_fasta.run(flat_config(predict_fasta.PredictFastaConfig,
         fasta=str(data_dir / "capsule_small" / "query.fa"), model=str(tmp_path / "cut"),
         output=str(tmp_path / "p.tsv"), device="cpu"))
     assert predicted.n_sequences == 20

@@ -48,9 +48,9 @@ def test_classifier_configs_name_their_architecture():
     transformer = ClassifierConfig(CONFIG, n_classes=3)
     assert transformer.to_dict()["arch"] == "transformer"
     assert ClassifierConfig.from_dict(transformer.to_dict()) == transformer
-    assert isinstance(SequenceClassifier(transformer).trunk, Transformer)
+    assert isinstance(SequenceClassifier(transformer).encoder, Transformer)
     old = ClassifierConfig(ChordMixerConfig(max_len=64), n_classes=2).to_dict()
     del old["arch"]  # checkpoints written before the baseline existed
-    assert ClassifierConfig.from_dict(old).trunk == ChordMixerConfig(max_len=64)
+    assert ClassifierConfig.from_dict(old).encoder == ChordMixerConfig(max_len=64)
     with pytest.raises(ValueError):
         ClassifierConfig.from_dict({**old, "arch": "lstm"})

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cmx_cli.alphabet import reverse_complement
-from cmx_cli.training.variant_classification import (
+from cmx_cli.tasks.variant import (
     VariantScorer, group_logits, pack_pairs, predict_variant_probabilities)
 from cmx_cli.variants.windows import AlleleWindow
 from models import ChordMixerConfig, VariantClassifier, VariantClassifierConfig

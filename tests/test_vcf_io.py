@@ -13,14 +13,17 @@ from typing import Optional
 import numpy as np
 import pysam
 import pytest
+from click.testing import CliRunner
 from rich.console import Console
 
+from cmx_cli.cli import cli
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import ReferenceGenome
+from cmx_cli.io.vcf_reader import open_variants, parse_region
 from cmx_cli.variants.alleles import classify_record, is_snv
-from cmx_cli.variants.vcf_io import (ScoreSummary, open_variants, parse_region, preflight,
-                                     score_variants)
+from cmx_cli.variants.preflight import preflight
+from cmx_cli.variants.scoring import ScoreOutput, ScoreSummary, score_variants
 from cmx_cli.variants.windows import make_windows
 from tests.helpers import check_user_error
 
@@ -40,6 +43,39 @@ def gc_scorer(windows):
     def gc(tokens):
         return float(np.isin(tokens, (1, 2)).mean())
     return np.array([gc(window.alt_tokens) - gc(window.ref_tokens) for window in windows])
+
+
+class FunctionScorer:
+    """An :class:`~cmx_cli.variants.scoring.AlleleScorer` made of plain functions."""
+
+    description = "test scores"
+
+    def __init__(self, score, veto=None):
+        self.score, self._veto = score, veto
+
+    def veto(self, window, ref, alt):
+        return self._veto(window, ref, alt) if self._veto else None
+
+    @staticmethod
+    def record_context(record):
+        return None, None
+
+    def __call__(self, windows):
+        return self.score(windows)
+
+
+def score(vcf, reference, output, scorer, *, regions=(), window=1000, ref_mismatch="skip",
+          split_multiallelic=False, info_id="CMX", header_lines=(), tsv=False, scorable=None,
+          chunk_alleles=4096, reporter=None) -> ScoreSummary:
+    """Pre-flight, then score, as `cmx predict` does (the reporter sees the pre-flight)."""
+    report = preflight(vcf, reference, regions, window, ref_mismatch)
+    if reporter is not None:
+        reporter.table(report.table())
+        for warning in report.warnings:
+            reporter.warn(warning)
+    return score_variants(report, reference, FunctionScorer(scorer, scorable),
+                          ScoreOutput(str(output), tsv, split_multiallelic, info_id,
+                                      tuple(header_lines)), reporter, chunk_alleles)
 
 
 class RecordingScorer:
@@ -125,7 +161,7 @@ def test_robustness_collection(tmp_path, row):
         expected_records = int(expectation[3:-1])
         fasta = fasta_matching(vcf, tmp_path)
         with ReferenceGenome(fasta) as reference:
-            summary = score_variants(vcf, reference, tmp_path / "out.vcf.gz", gc_scorer)
+            summary = score(vcf, reference, tmp_path / "out.vcf.gz", gc_scorer)
         assert summary.records == expected_records
         back = read_back(tmp_path / "out.vcf.gz")
         assert len(back) == expected_records
@@ -136,7 +172,7 @@ def test_robustness_collection(tmp_path, row):
     else:
         output = tmp_path / "out.vcf.gz"
         with ReferenceGenome(DWV_FASTA) as reference, pytest.raises(CmxError) as caught:
-            score_variants(vcf, reference, output, gc_scorer)
+            score(vcf, reference, output, gc_scorer)
         check_user_error(caught.value, vcf.name)
         assert leftovers(tmp_path) == []
 
@@ -304,7 +340,7 @@ def test_every_skip_reason(skip_case, tmp_path):
     assert report.scorable_alleles == 3 and report.alleles == 14 and report.alt_alleles == 13
     assert report.missing_contigs == {"chrZ": 1} and report.aliases_applied == {"chr1": "1"}
     assert any("chrZ" in warning for warning in report.warnings)
-    summary = score_variants(vcf, reference, tmp_path / "out.vcf", gc_scorer, window=20)
+    summary = score(vcf, reference, tmp_path / "out.vcf", gc_scorer, window=20)
     assert summary.outcomes == {"scored": 3, **report.skipped}
     scores = {rec.id: rec.info.get("CMX") for rec in pysam.VariantFile(str(tmp_path / "out.vcf"))}
     assert scores["multi"][1] is None and scores["multi"][0] is not None and scores["multi"][2] is not None
@@ -315,7 +351,7 @@ def test_reporter_gets_table_warnings_and_progress(skip_case, tmp_path):
     vcf, reference = skip_case
     console = Console(file=io.StringIO(), force_terminal=True, width=150)
     reporter = Reporter(console=console)
-    score_variants(vcf, reference, tmp_path / "out.vcf", gc_scorer, window=20, reporter=reporter)
+    score(vcf, reference, tmp_path / "out.vcf", gc_scorer, window=20, reporter=reporter)
     shown = console.file.getvalue()
     assert "Pre-flight: skips.vcf" in shown and "chr1 -> 1" in shown and "Scoring" in shown
     assert any("chrZ" in warning for warning in reporter.warnings)
@@ -325,7 +361,7 @@ def test_reporter_gets_table_warnings_and_progress(skip_case, tmp_path):
 def test_all_contigs_missing_is_an_error(tmp_path):
     vcf = write_vcf(tmp_path / "a.vcf", ["chr9 3 . G A . . ."], contigs=("chr9",))
     with ReferenceGenome(DWV_FASTA) as reference, pytest.raises(CmxError) as caught:
-        score_variants(vcf, reference, tmp_path / "out.vcf", gc_scorer)
+        score(vcf, reference, tmp_path / "out.vcf", gc_scorer)
     check_user_error(caught.value, "chr9", CONTIG, "--contig-map")
     assert leftovers(tmp_path) == ["a.vcf"]
 
@@ -343,7 +379,7 @@ def test_alias_chr1_to_1(tmp_path):
     fasta = write_fasta(tmp_path / "ref.fa", {"1": "ACGTACGTACGT"})
     vcf = write_vcf(tmp_path / "a.vcf", ["chr1 3 . G A . . .", "chr1 5 . A AT . . ."])
     with ReferenceGenome(fasta) as reference:
-        summary = score_variants(vcf, reference, tmp_path / "out.vcf", gc_scorer, window=4)
+        summary = score(vcf, reference, tmp_path / "out.vcf", gc_scorer, window=4)
     assert summary.outcomes == {"scored": 2}
     assert [rec.chrom for rec in pysam.VariantFile(str(tmp_path / "out.vcf"))] == ["chr1", "chr1"]
 
@@ -364,7 +400,7 @@ def test_ref_mismatch_policies(tmp_path, policy, scored, mismatch_scored):
         report = preflight(vcf, reference, ref_mismatch=policy)
         assert report.ref_mismatches == 1 and report.aliases_applied == {"20": "chr20"}
         assert "20:14,370" in report.ref_mismatch_examples[0] or "chr20:14,370" in report.ref_mismatch_examples[0]
-        summary = score_variants(vcf, reference, tmp_path / "out.vcf", gc_scorer, ref_mismatch=policy)
+        summary = score(vcf, reference, tmp_path / "out.vcf", gc_scorer, ref_mismatch=policy)
     assert summary.scored == scored
     assert summary.outcomes.get("ref_mismatch", 0) == (0 if mismatch_scored else 1)
     first = next(iter(pysam.VariantFile(str(tmp_path / "out.vcf"))))
@@ -374,7 +410,7 @@ def test_ref_mismatch_policies(tmp_path, policy, scored, mismatch_scored):
 def test_ref_mismatch_error_names_the_record(tmp_path):
     vcf = DATA / "pypi_pyvcf3__example-4.0.vcf"
     with ReferenceGenome(example_40_fasta(tmp_path)) as reference, pytest.raises(CmxError) as caught:
-        score_variants(vcf, reference, tmp_path / "out.vcf", RecordingScorer(fail_after=0), ref_mismatch="error")
+        score(vcf, reference, tmp_path / "out.vcf", RecordingScorer(fail_after=0), ref_mismatch="error")
     check_user_error(caught.value, vcf.name, "20:14370", "'G'", "'A'", "--ref-mismatch")
     assert leftovers(tmp_path) == ["chr20.fa", "chr20.fa.fai"]
 
@@ -386,7 +422,7 @@ def test_ref_mismatch_error_names_the_record(tmp_path):
 @pytest.mark.parametrize("source", [DWV_VCF, DWV_BCF], ids=["from-vcf", "from-bcf"])
 def test_output_round_trip(tmp_path, dwv, name, index, source):
     output = tmp_path / name
-    summary = score_variants(source, dwv, output, gc_scorer, header_lines=["##cmx_version=0.0-test"])
+    summary = score(source, dwv, output, gc_scorer, header_lines=["##cmx_version=0.0-test"])
     assert isinstance(summary, ScoreSummary) and summary.records == summary.written_records == 1698
     assert summary.scored == 1757 and summary.alleles == 1757
     assert summary.index == (None if index is None else f"{output}{index}")
@@ -411,7 +447,7 @@ def test_output_round_trip(tmp_path, dwv, name, index, source):
 @pytest.mark.skipif(not HAVE_BCFTOOLS, reason="bcftools/tabix not installed")
 def test_outputs_pass_bcftools_and_tabix(tmp_path, dwv):
     for name in ("out.vcf.gz", "out.bcf"):
-        score_variants(DWV_GZ, dwv, tmp_path / name, gc_scorer)
+        score(DWV_GZ, dwv, tmp_path / name, gc_scorer)
         result = subprocess.run(["bcftools", "view", "-H", str(tmp_path / name), f"{CONTIG}:100-200"],
                                 capture_output=True, text=True, check=True)
         assert len(result.stdout.splitlines()) == IN_100_200 and "CMX=" in result.stdout
@@ -425,11 +461,11 @@ def test_shards_by_region_join_into_the_whole(tmp_path, dwv):
     """Shards cut by --region hold every record once (a deletion across a cut is in the shard
     of its POS), in order, so their outputs join into the unsharded output."""
     whole = tmp_path / "whole.vcf.gz"
-    score_variants(DWV_GZ, dwv, whole, gc_scorer)
+    score(DWV_GZ, dwv, whole, gc_scorer)
     shards = []
     for number, region in enumerate([f"{CONTIG}:1-254", f"{CONTIG}:255-5000", f"{CONTIG}:5001"]):
         shards.append(tmp_path / f"shard{number}.vcf.gz")
-        score_variants(DWV_GZ, dwv, shards[-1], gc_scorer, regions=[region])
+        score(DWV_GZ, dwv, shards[-1], gc_scorer, regions=[region])
     joined = [record for shard in shards for record in read_back(shard)]
     assert joined == read_back(whole)
     assert any(rec.start < 254 < rec.stop for rec in pysam.VariantFile(str(DWV_VCF)))  # a cut deletion
@@ -441,7 +477,7 @@ def test_shards_by_region_join_into_the_whole(tmp_path, dwv):
 
 
 def test_tsv_output(tmp_path, dwv):
-    summary = score_variants(DWV_GZ, dwv, tmp_path / "scores.tsv", gc_scorer, tsv=True)
+    summary = score(DWV_GZ, dwv, tmp_path / "scores.tsv", gc_scorer, tsv=True)
     rows = (tmp_path / "scores.tsv").read_text().splitlines()
     assert rows[0] == "chrom\tpos\tid\tref\talt\tscore"
     assert len(rows) - 1 == summary.written_records == 1757
@@ -453,7 +489,7 @@ def test_tsv_output(tmp_path, dwv):
 
 def test_tsv_marks_unscored_alleles(skip_case, tmp_path):
     vcf, reference = skip_case
-    score_variants(vcf, reference, tmp_path / "s.tsv", gc_scorer, tsv=True, window=20)
+    score(vcf, reference, tmp_path / "s.tsv", gc_scorer, tsv=True, window=20)
     rows = [row.split("\t") for row in (tmp_path / "s.tsv").read_text().splitlines()[1:]]
     assert len(rows) == 14
     assert [row[5] == "." for row in rows if row[2] == "multi"] == [False, True, False]
@@ -461,12 +497,12 @@ def test_tsv_marks_unscored_alleles(skip_case, tmp_path):
 
 
 def test_stdout_output(capsys, dwv):
-    summary = score_variants(DWV_GZ, dwv, "-", gc_scorer, regions=[f"{CONTIG}:100-200"])
+    summary = score(DWV_GZ, dwv, "-", gc_scorer, regions=[f"{CONTIG}:100-200"])
     out = capsys.readouterr().out
     assert out.startswith("##fileformat=VCF")
     body = [line for line in out.splitlines() if not line.startswith("#")]
     assert len(body) == summary.records == IN_100_200 and all("CMX=" in line for line in body)
-    score_variants(DWV_GZ, dwv, "-", gc_scorer, regions=[f"{CONTIG}:100-200"], tsv=True)
+    score(DWV_GZ, dwv, "-", gc_scorer, regions=[f"{CONTIG}:100-200"], tsv=True)
     assert len(capsys.readouterr().out.splitlines()) == 1 + summary.alleles
 
 
@@ -474,7 +510,7 @@ def test_long_contig_gets_csi(tmp_path):
     vcf = DATA / "htslib-test__large_chr.vcf"
     with ReferenceGenome(fasta_matching(vcf, tmp_path)) as reference:
         report = preflight(vcf, reference)
-        summary = score_variants(vcf, reference, tmp_path / "out.vcf.gz", gc_scorer)
+        summary = score(vcf, reference, tmp_path / "out.vcf.gz", gc_scorer)
     assert summary.index == f"{tmp_path / 'out.vcf.gz'}.csi"
     assert not (tmp_path / "out.vcf.gz.tbi").exists()
     # chr11 is cut to 400 kb: its 3 records and the 3 past 400 kb on chr20 are out of range.
@@ -485,7 +521,7 @@ def test_long_contig_gets_csi(tmp_path):
 
 def test_stale_index_of_the_other_kind_is_removed(tmp_path, dwv):
     (tmp_path / "out.vcf.gz.csi").write_bytes(b"stale")
-    score_variants(DWV_GZ, dwv, tmp_path / "out.vcf.gz", gc_scorer)
+    score(DWV_GZ, dwv, tmp_path / "out.vcf.gz", gc_scorer)
     assert leftovers(tmp_path) == ["out.vcf.gz", "out.vcf.gz.tbi"]
 
 
@@ -493,7 +529,7 @@ def test_undeclared_contig_is_declared_with_its_length(tmp_path):
     vcf = DATA / "pypi_pyvcf3__bad-info-character.vcf"  # chr1 has no ##contig line
     fasta = write_fasta(tmp_path / "ref.fa", {"1": "ACGT" * 24 + "ACGG" + "ACGT" * 25})
     with ReferenceGenome(fasta) as reference:
-        summary = score_variants(vcf, reference, tmp_path / "out.bcf", gc_scorer)
+        summary = score(vcf, reference, tmp_path / "out.bcf", gc_scorer)
     assert summary.scored == 1
     with pysam.VariantFile(str(tmp_path / "out.bcf")) as variants:
         assert variants.header.contigs["chr1"].length == 200
@@ -504,7 +540,7 @@ def test_undeclared_contig_is_declared_with_its_length(tmp_path):
 def test_undeclared_info_key_survives_bcf_output(tmp_path, dwv):
     vcf = write_vcf(tmp_path / "u.vcf", [f"{CONTIG} 14 . C G . . FOO=3;BAR", "other 5 . A C . . FOO=4"],
                     contigs=())
-    summary = score_variants(vcf, dwv, tmp_path / "out.bcf", gc_scorer)
+    summary = score(vcf, dwv, tmp_path / "out.bcf", gc_scorer)
     assert summary.outcomes == {"scored": 1, "contig_missing": 1}
     with pysam.VariantFile(str(tmp_path / "out.bcf")) as variants:
         assert variants.header.contigs[CONTIG].length == 10140
@@ -516,9 +552,9 @@ def test_unsorted_input_cannot_be_indexed(tmp_path, dwv):
     vcf = write_vcf(tmp_path / "u.vcf", [f"{CONTIG} 72 . A G . . .", f"{CONTIG} 14 . C G . . ."],
                     contigs=(CONTIG,))
     with pytest.raises(CmxError) as caught:
-        score_variants(vcf, dwv, tmp_path / "out.vcf.gz", gc_scorer)
+        score(vcf, dwv, tmp_path / "out.vcf.gz", gc_scorer)
     check_user_error(caught.value, "not sorted", "bcftools sort")
-    summary = score_variants(vcf, dwv, tmp_path / "out.vcf", gc_scorer)  # plain VCF keeps order
+    summary = score(vcf, dwv, tmp_path / "out.vcf", gc_scorer)  # plain VCF keeps order
     assert [rec.pos for rec in pysam.VariantFile(str(tmp_path / "out.vcf"))] == [72, 14]
     assert summary.scored == 2
 
@@ -530,7 +566,7 @@ def test_unsorted_input_cannot_be_indexed(tmp_path, dwv):
 def test_failed_run_leaves_nothing(tmp_path, dwv, name, error):
     scorer = RecordingScorer(fail_after=2, error=error)
     with pytest.raises(error):
-        score_variants(DWV_GZ, dwv, tmp_path / name, scorer, chunk_alleles=100, tsv=name.endswith(".tsv"))
+        score(DWV_GZ, dwv, tmp_path / name, scorer, chunk_alleles=100, tsv=name.endswith(".tsv"))
     assert scorer.sizes == [100, 100]
     assert leftovers(tmp_path) == []
 
@@ -539,14 +575,14 @@ def test_failed_run_keeps_an_existing_output(tmp_path, dwv):
     output = tmp_path / "out.vcf"
     output.write_text("previous\n")
     with pytest.raises(RuntimeError):
-        score_variants(DWV_GZ, dwv, output, RecordingScorer(fail_after=0))
+        score(DWV_GZ, dwv, output, RecordingScorer(fail_after=0))
     assert output.read_text() == "previous\n" and leftovers(tmp_path) == ["out.vcf"]
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 500, 4096])
 def test_scorer_sees_chunks_of_at_most_chunk_alleles(tmp_path, dwv, chunk):
     scorer = RecordingScorer()
-    summary = score_variants(DWV_GZ, dwv, tmp_path / "out.vcf", scorer, chunk_alleles=chunk)
+    summary = score(DWV_GZ, dwv, tmp_path / "out.vcf", scorer, chunk_alleles=chunk)
     assert max(scorer.sizes) <= chunk and sum(scorer.sizes) == summary.scored == 1757
     assert len(scorer.sizes) <= math.ceil(1757 / chunk) + 60  # a multi-allelic record is never cut
     assert [rec.pos for rec in pysam.VariantFile(str(tmp_path / "out.vcf"))] == [
@@ -554,7 +590,7 @@ def test_scorer_sees_chunks_of_at_most_chunk_alleles(tmp_path, dwv, chunk):
 
 
 def test_split_multiallelic(tmp_path, dwv):
-    summary = score_variants(DWV_GZ, dwv, tmp_path / "split.vcf.gz", gc_scorer, split_multiallelic=True)
+    summary = score(DWV_GZ, dwv, tmp_path / "split.vcf.gz", gc_scorer, split_multiallelic=True)
     assert summary.records == 1698 and summary.written_records == 1757
     written = read_back(tmp_path / "split.vcf.gz")
     assert all(len(alts) == 1 and len(info["CMX"]) == 1 for _, _, _, _, alts, _, _, info, _ in written)
@@ -567,7 +603,7 @@ def test_split_multiallelic(tmp_path, dwv):
 
 
 def test_multiallelic_kept_with_one_value_per_alt(tmp_path, dwv):
-    score_variants(DWV_GZ, dwv, tmp_path / "out.vcf", gc_scorer)
+    score(DWV_GZ, dwv, tmp_path / "out.vcf", gc_scorer)
     written = read_back(tmp_path / "out.vcf")
     multi = [item for item in written if len(item[4]) > 1]
     assert len(multi) == 59 and all(len(item[7]["CMX"]) == len(item[4]) for item in multi)
@@ -581,7 +617,7 @@ def test_scorable_veto_and_non_finite_scores(tmp_path, dwv):
         scores = gc_scorer(windows)
         return np.where(scores > 0, np.nan, scores)
 
-    summary = score_variants(DWV_GZ, dwv, tmp_path / "out.tsv", nan_on_gain, tsv=True, scorable=snvs_only)
+    summary = score(DWV_GZ, dwv, tmp_path / "out.tsv", nan_on_gain, tsv=True, scorable=snvs_only)
     assert summary.outcomes["indel"] == 13  # 12 indels and 1 MNV
     assert summary.outcomes["non_finite"] > 0
     assert summary.scored + summary.outcomes["non_finite"] + 13 == 1757
@@ -591,16 +627,16 @@ def test_scorable_veto_and_non_finite_scores(tmp_path, dwv):
 
 
 def test_existing_score_key(tmp_path, dwv):
-    score_variants(DWV_GZ, dwv, tmp_path / "once.vcf", gc_scorer)
-    score_variants(tmp_path / "once.vcf", dwv, tmp_path / "twice.vcf", lambda w: np.zeros(len(w)))
+    score(DWV_GZ, dwv, tmp_path / "once.vcf", gc_scorer)
+    score(tmp_path / "once.vcf", dwv, tmp_path / "twice.vcf", lambda w: np.zeros(len(w)))
     assert all(set(info["CMX"]) == {0.0} for *_, info, _ in read_back(tmp_path / "twice.vcf"))
     assert str(pysam.VariantFile(str(tmp_path / "twice.vcf")).header).count("ID=CMX,") == 1
     clash = write_vcf(tmp_path / "clash.vcf", [f"{CONTIG} 14 . C G . . CMX=3"], contigs=(CONTIG,),
                       extra_header='##INFO=<ID=CMX,Number=1,Type=Integer,Description="other">\n')
     with pytest.raises(CmxError) as caught:
-        score_variants(clash, dwv, tmp_path / "out.vcf", gc_scorer)
+        score(clash, dwv, tmp_path / "out.vcf", gc_scorer)
     check_user_error(caught.value, "INFO/CMX", "--info-id")
-    summary = score_variants(clash, dwv, tmp_path / "out.vcf", gc_scorer, info_id="CMX_DWV")
+    summary = score(clash, dwv, tmp_path / "out.vcf", gc_scorer, info_id="CMX_DWV")
     assert summary.scored == 1 and "CMX_DWV" in read_back(tmp_path / "out.vcf")[0][7]
 
 
@@ -611,20 +647,22 @@ def test_existing_score_key(tmp_path, dwv):
 def test_bad_options(tmp_path, dwv, kwargs, words):
     output = tmp_path / kwargs.pop("output", "out.vcf")
     with pytest.raises(CmxError) as caught:
-        score_variants(DWV_GZ, dwv, output, gc_scorer, **kwargs)
+        score(DWV_GZ, dwv, output, gc_scorer, **kwargs)
     check_user_error(caught.value, *words)
 
 
-def test_output_must_not_replace_input(tmp_path, dwv):
+def test_output_must_not_replace_input(tmp_path):
     vcf = tmp_path / "in.vcf"
     shutil.copy(DWV_VCF, vcf)
-    with pytest.raises(CmxError) as caught:
-        score_variants(vcf, dwv, vcf, gc_scorer)
-    check_user_error(caught.value, "replace the input")
+    before = vcf.read_bytes()
+    result = CliRunner().invoke(cli, ["predict", str(vcf), "--reference", str(DWV_FASTA),
+                                      "--model", str(tmp_path), "-o", str(vcf)])
+    assert result.exit_code == 1 and "replace the input" in result.output, result.output
+    assert vcf.read_bytes() == before
 
 
 def test_bgzf_output_is_real_bgzf(tmp_path, dwv):
-    score_variants(DWV_GZ, dwv, tmp_path / "out.vcf.gz", gc_scorer)
+    score(DWV_GZ, dwv, tmp_path / "out.vcf.gz", gc_scorer)
     head = (tmp_path / "out.vcf.gz").read_bytes()[:16]
     assert head[:2] == b"\x1f\x8b" and head[12:14] == b"BC"
     with gzip.open(tmp_path / "out.vcf.gz", "rt") as handle:
@@ -640,7 +678,7 @@ def test_output_that_is_a_directory_is_refused_before_scoring(tmp_path, dwv):
         return gc_scorer(*arguments)
 
     with pytest.raises(CmxError) as caught:
-        score_variants(DWV_VCF, dwv, tmp_path / "scores", counting_scorer)
+        score(DWV_VCF, dwv, tmp_path / "scores", counting_scorer)
     check_user_error(caught.value, "is a directory")
     assert scored == [] and leftovers(tmp_path) == ["scores"]
 
@@ -651,7 +689,7 @@ def test_vcf_output_through_a_symbolic_link_keeps_the_link_and_indexes_its_name(
     (tmp_path / "data").mkdir()
     link = tmp_path / name
     link.symlink_to(tmp_path / "data" / name)
-    score_variants(DWV_VCF, dwv, link, gc_scorer)
+    score(DWV_VCF, dwv, link, gc_scorer)
     assert link.is_symlink() and (tmp_path / "data" / name).stat().st_size > 0
     if name.endswith(".gz"):
         assert (tmp_path / f"{name}.tbi").exists()  # where htslib looks for it
@@ -660,5 +698,5 @@ def test_vcf_output_through_a_symbolic_link_keeps_the_link_and_indexes_its_name(
 
 
 def test_vcf_output_to_dev_null_leaves_the_device(dwv):
-    score_variants(DWV_VCF, dwv, os.devnull, gc_scorer)
+    score(DWV_VCF, dwv, os.devnull, gc_scorer)
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

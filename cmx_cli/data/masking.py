@@ -14,7 +14,7 @@ from the authors' pretraining code (DESIGN.md, "Known facts"):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -105,16 +105,6 @@ def mask_tokens(
     targets = np.full(tokens.size, IGNORE_INDEX, dtype=np.int64)
     targets[positions] = tokens[positions]
     return MaskedSequence(inputs, targets, corruption)
-
-
-def mask_batch(
-    sequences: Sequence[np.ndarray],
-    rate: float,
-    scheme: Scheme,
-    rng: np.random.Generator,
-) -> list[MaskedSequence]:
-    """Apply :func:`mask_tokens` to each sequence in turn, with one generator."""
-    return [mask_tokens(tokens, rate, scheme, rng) for tokens in sequences]
 
 
 def weights(lowercase: np.ndarray, lowercase_weight: float) -> np.ndarray:

@@ -7,6 +7,7 @@ and audited.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +16,40 @@ import numpy as np
 from cmx_cli.errors import CmxError
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitTable:
+    """Every item of a run (sequence or variant) and the split it is in, in input order.
+
+    Attributes:
+        names: A name per item, unique within its source.
+        sources: Where each item came from (a file).
+        labels: Each item's label, as written to split.tsv.
+        splits: ``train``, ``val`` or ``test`` per item.
+    """
+
+    names: list[str]
+    sources: list[str]
+    labels: list
+    splits: list[str]
+
+    def members(self, split: str) -> list[int]:
+        """Indices of one split's items."""
+        return [index for index, name in enumerate(self.splits) if name == split]
+
+    def write(self, path: Path) -> None:
+        """Write ``split.tsv``."""
+        write_split(path, self.names, self.sources, self.labels, self.splits)
+
+    def saved_in(self, path: Path) -> bool:
+        """Whether ``split.tsv`` at ``path`` assigns every item to the same split.
+
+        Raises:
+            CmxError: When the file is missing or malformed.
+        """
+        return read_split(path) == {(source, name): split for source, name, split
+                                    in zip(self.sources, self.names, self.splits)}
 
 
 def stratified_split(

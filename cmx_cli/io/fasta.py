@@ -8,15 +8,10 @@ where there is one, the record.
 """
 from __future__ import annotations
 
-import atexit
-import functools
 import gzip
-import hashlib
 import os
 import re
-import shutil
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +22,7 @@ import pyfaidx
 
 from cmx_cli import alphabet
 from cmx_cli.errors import CmxError
+from cmx_cli.io.fasta_index import index_paths
 
 PathLike = Union[str, os.PathLike]
 
@@ -89,7 +85,7 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
     """
     path = Path(path)
     bgzf = _check_file(path)
-    indexname, gzi_indexname = _index_paths(path, bgzf)
+    indexname, gzi_indexname = index_paths(path, bgzf)
     try:
         return pyfaidx.Fasta(
             str(path),
@@ -106,6 +102,105 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
         raise _translate(path, error) from error
 
 
+class FastaFile:
+    """An indexed FASTA file whose every read is checked; a context manager.
+
+    Args:
+        path: The FASTA file (plain or BGZF).
+
+    Raises:
+        CmxError: As :func:`open_fasta`.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self._fasta = open_fasta(self.path)
+
+    def lengths(self) -> dict[str, int]:
+        """Every record's name and length, in file order, from the index.
+
+        Raises:
+            CmxError: For a record with no letters.
+        """
+        lengths = {}
+        for name, record in self._fasta.faidx.index.items():
+            if record.rlen == 0:
+                raise CmxError.in_record(
+                    self.path, name, "the record has no sequence letters",
+                    "remove the empty record, or check for a stray '>' line",
+                )
+            lengths[name] = int(record.rlen)
+        return lengths
+
+    def description(self, name: str) -> str:
+        """The whole header line of a record after '>', name included."""
+        try:
+            return _description(self._fasta, name)
+        except _READ_ERRORS as error:
+            raise self._unreadable(name, error) from error
+
+    def letters(self, name: str, start: int, end: int) -> str:
+        """The letters of bases ``[start, end)`` (0-based) of a record, case kept.
+
+        Raises:
+            CmxError: When the file cannot be read there, or its lines are ragged.
+        """
+        try:
+            letters = self._fasta.get_seq(name, start + 1, end)
+        except _READ_ERRORS as error:
+            raise self._unreadable(name, error, start, end) from error
+        if len(letters) != end - start:
+            # pyfaidx accepts a record whose last line is longer than the others and then
+            # reads past it (into the next header); the length gives it away.
+            raise CmxError.in_record(
+                self.path, name, "the sequence lines have inconsistent lengths", _REWRAP_HINT)
+        return letters
+
+    def tokens(self, name: str, start: int, end: int) -> tuple[str, np.ndarray]:
+        """The letters and tokens of bases ``[start, end)`` of a record.
+
+        Raises:
+            CmxError: As :meth:`letters`, and for a letter that is not DNA (naming it and
+                its 1-based position in the record).
+        """
+        letters = self.letters(name, start, end)
+        tokens = alphabet.encode(letters)
+        bad = alphabet.first_invalid(tokens)
+        if bad >= 0:
+            raise CmxError.in_record(
+                self.path, name, f"invalid letter {letters[bad]!r} at position {start + bad + 1:,}",
+                DNA_ONLY_HINT,
+            )
+        return letters, tokens
+
+    def check_letters(self, chunk: int = 1 << 23) -> dict[str, int]:
+        """Read every record once, so that a letter that is not DNA stops a run before it
+        starts rather than whenever a read first covers it; returns :meth:`lengths`."""
+        lengths = self.lengths()
+        for name, length in lengths.items():
+            for start in range(0, length, chunk):
+                self.tokens(name, start, min(start + chunk, length))
+        return lengths
+
+    def _unreadable(self, name: str, error: Exception, start: int = 0,
+                    end: Optional[int] = None) -> CmxError:
+        where = "the header line" if end is None else f"bases {start + 1:,}-{end:,}"
+        return CmxError.in_record(
+            self.path, name, f"cannot read {where} ({_one_line(error)})",
+            "check that the file is plain-text FASTA or BGZF-compressed FASTA",
+        )
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fasta.close()
+
+    def __enter__(self) -> "FastaFile":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def iter_records(path: PathLike, with_lowercase: bool = False) -> Iterator[FastaRecord]:
     """Yield the records of a FASTA file in file order, fetching one at a time.
 
@@ -117,38 +212,15 @@ def iter_records(path: PathLike, with_lowercase: bool = False) -> Iterator[Fasta
         Each record, validated and encoded.
 
     Raises:
-        CmxError: As :func:`open_fasta`; also for a record with no letters or with a
+        CmxError: As :class:`FastaFile`: a record with no letters, ragged lines, or a
             letter that is not DNA (naming the letter and its 1-based position).
     """
-    path = Path(path)
-    with open_fasta(path) as fasta:
-        for name, index_record in fasta.faidx.index.items():
-            if index_record.rlen == 0:
-                raise CmxError.in_record(
-                    path, name, "the record has no sequence letters",
-                    "remove the empty record, or check for a stray '>' line",
-                )
-            try:
-                description = _description(fasta, name)
-                letters = fasta.get_seq(name, 1, index_record.rlen)
-            except _READ_ERRORS as error:
-                raise CmxError.in_record(
-                    path, name, f"cannot read the sequence ({_one_line(error)})",
-                    "check that the file is plain-text FASTA or BGZF-compressed FASTA",
-                ) from error
-            if len(letters) != index_record.rlen:
-                # pyfaidx accepts a record whose last line is longer than the others and
-                # then reads past it (into the next header); its length gives it away.
-                raise CmxError.in_record(
-                    path, name, "the sequence lines have inconsistent lengths",
-                    _REWRAP_HINT,
-                )
-            yield _encode_record(path, name, description, letters, with_lowercase)
-
-
-def read_records(path: PathLike, with_lowercase: bool = False) -> list[FastaRecord]:
-    """Read all records of a FASTA file into a list (see :func:`iter_records`)."""
-    return list(iter_records(path, with_lowercase=with_lowercase))
+    with FastaFile(path) as fasta:
+        for name, length in fasta.lengths().items():
+            description = fasta.description(name)
+            letters, tokens = fasta.tokens(name, 0, length)
+            lowercase = alphabet.lowercase_mask(letters) if with_lowercase else None
+            yield FastaRecord(name, description, tokens, lowercase)
 
 
 def count_records(path: PathLike) -> int:
@@ -166,22 +238,6 @@ _REWRAP_HINT = (
     "every sequence line of a record but the last must have the same length; "
     "rewrap the file, e.g. `seqkit seq -w 60 in.fa > out.fa`"
 )
-
-
-def _encode_record(
-    path: Path, name: str, description: str, letters: str, with_lowercase: bool
-) -> FastaRecord:
-    """Encode one record's letters, raising on the first letter that is not DNA."""
-    tokens = alphabet.encode(letters)
-    position = alphabet.first_invalid(tokens)
-    if position >= 0:
-        raise CmxError.in_record(
-            path, name,
-            f"invalid letter {letters[position]!r} at position {position + 1:,}",
-            DNA_ONLY_HINT,
-        )
-    lowercase = alphabet.lowercase_mask(letters) if with_lowercase else None
-    return FastaRecord(name, description, tokens, lowercase)
 
 
 def _description(fasta: pyfaidx.Fasta, name: str) -> str:
@@ -291,60 +347,6 @@ def _is_text(data: bytes) -> bool:
     except UnicodeDecodeError as error:  # a multi-byte letter cut at the end is still text
         return error.start >= len(data) - 3
     return True
-
-
-def _index_paths(path: Path, bgzf: bool) -> tuple[Path, Path]:
-    """Choose where the .fai and .gzi index files of ``path`` live.
-
-    Beside the FASTA when they are already there and fresh, or when they can be written
-    there; otherwise in the per-user cache, keyed by absolute path, size and mtime so that
-    a changed file gets a fresh index.
-    """
-    beside = (path.with_name(path.name + ".fai"), path.with_name(path.name + ".gzi"))
-    needed = beside if bgzf else beside[:1]
-    if all(_is_fresh(index, path) for index in needed) or _can_write(path.parent, needed):
-        return beside
-    status = path.stat()
-    key = f"{path.resolve()}\0{status.st_size}\0{status.st_mtime_ns}"
-    stem = f"{hashlib.sha256(key.encode()).hexdigest()[:20]}-{path.name}"
-    cache = _cache_dir()
-    return cache / f"{stem}.fai", cache / f"{stem}.gzi"
-
-
-def _is_fresh(index: Path, fasta: Path) -> bool:
-    """Whether an index file exists and is not older than the FASTA (pyfaidx's rule)."""
-    try:
-        return index.stat().st_mtime >= fasta.stat().st_mtime
-    except OSError:
-        return False
-
-
-def _can_write(directory: Path, files: tuple[Path, ...]) -> bool:
-    """Whether the index files can be created or replaced in ``directory``."""
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return False
-    return all(not file.exists() or os.access(file, os.W_OK) for file in files)
-
-
-def _cache_dir() -> Path:
-    """Return a writable per-user directory for index files of read-only FASTA files."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    try:
-        # The XDG spec says to ignore a relative XDG_CACHE_HOME.
-        root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-        cache = root / "cmx" / "fai"
-        cache.mkdir(parents=True, exist_ok=True)
-    except (OSError, RuntimeError):  # RuntimeError: no home directory
-        return _private_tempdir()
-    return cache if os.access(cache, os.W_OK | os.X_OK) else _private_tempdir()
-
-
-@functools.lru_cache(maxsize=None)
-def _private_tempdir() -> Path:
-    """Return a temporary directory for this process, removed at exit."""
-    directory = tempfile.mkdtemp(prefix="cmx-fai-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return Path(directory)
 
 
 def _translate(path: Path, error: Exception) -> CmxError:

@@ -26,22 +26,21 @@ The cases:
 """
 from __future__ import annotations
 
-import json
 import math
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from queue import Empty
 from typing import Callable, Optional
 
 import numpy as np
 import torch
-from rich.table import Table
 
 from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast, resolve_device, resolve_precision
+from cmx_cli.settings import Runtime, EncoderShape
 from models import (
     ChordMixerConfig, ClassifierConfig, ReferenceRotationPlan, RotationPlan, SequenceClassifier,
     TransformerConfig, set_checkpointing, set_compiled)
@@ -66,20 +65,16 @@ ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of mem
 class BenchConfig:
     """What to measure."""
 
-    lengths: tuple = DEFAULT_LENGTHS
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
     packed_tokens: int = 16_384
     mean_length: int = 1_000
     repeats: int = 3
-    track_size: int = 16
-    hidden_size: int = 128
+    shape: EncoderShape = field(default_factory=EncoderShape)
     checkpointing: bool = False
-    reversible: bool = False
-    compile_blocks: bool = False
-    reference: bool = True
+    roll_reference: bool = True
     attention: bool = True
     attention_seconds: float = 300.0
-    device: str = "auto"
-    precision: str = "auto"
+    runtime: Runtime = field(default_factory=Runtime)
     seed: int = 0
 
 
@@ -99,11 +94,10 @@ def packed_lengths(total: int, mean_length: int, seed: int) -> list[int]:
 def _model(config: BenchConfig, longest: int, device: torch.device,
            attention: bool = False) -> SequenceClassifier:
     torch.manual_seed(config.seed)
-    trunk = ChordMixerConfig(max_len=longest, track_size=config.track_size,
-                             hidden_size=config.hidden_size, reversible=config.reversible)
+    encoder = config.shape.encoder(longest)
     if attention:
-        trunk = TransformerConfig.matching(trunk)
-    return SequenceClassifier(ClassifierConfig(trunk, n_classes=2)).to(device)
+        encoder = TransformerConfig.matching(encoder)
+    return SequenceClassifier(ClassifierConfig(encoder, n_classes=2)).to(device)
 
 
 def _batch(lengths: list[int], device: torch.device):
@@ -174,14 +168,14 @@ def _runner(config: BenchConfig, lengths: list[int], mode: str) -> tuple:
     Returns:
         (the network, a callable that runs one training step or one inference).
     """
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    device = resolve_device(config.runtime.device)
+    precision = resolve_precision(config.runtime.precision, device)
     model = _model(config, max(lengths), device, attention=mode.startswith("attention"))
     if mode == "reference":
-        model.trunk.plan_type = ReferenceRotationPlan
+        model.encoder.plan_type = ReferenceRotationPlan
     inference = mode.endswith("inference")
     set_checkpointing(model, config.checkpointing and not inference)
-    set_compiled(model, config.compile_blocks)  # compiles in the untimed warm-up call
+    set_compiled(model, config.runtime.compile_blocks)  # compiles in the untimed warm-up call
     tokens, offsets = _batch(lengths, device)
     labels = torch.zeros(len(lengths), dtype=torch.int64, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -205,7 +199,7 @@ def _runner(config: BenchConfig, lengths: list[int], mode: str) -> tuple:
 
 def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
     """Speed and peak memory of a training step or inference (runs in the child process)."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.runtime.device)
     _, run = _runner(config, lengths, mode)
     seconds, timed_runs = _timed(run, config.repeats, device)
     return {"tokens": sum(lengths), "sequences": len(lengths), "seconds": seconds,
@@ -221,27 +215,28 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
     other are timed in turns (see :func:`_timed_together`), so that each ratio compares like
     with like.
     """
-    device = resolve_device(config.device)
+    device = resolve_device(config.runtime.device)
     model, train_step = _runner(config, lengths, "train")
-    trunk = model.config.trunk
+    encoder = model.config.encoder
     _, offsets = _batch(lengths, device)
-    x = torch.randn(sum(lengths), trunk.d_model, device=device)  # (T, d)
+    x = torch.randn(sum(lengths), encoder.d_model, device=device)  # (T, d)
     # The rotations and the copy all write into this one existing tensor: a new large CPU
     # tensor costs page faults, which would be timed too, and more on some runs than others.
     out = torch.empty_like(x)
-    plan = RotationPlan.build(offsets, trunk.n_tracks)
+    plan = RotationPlan.build(offsets, encoder.n_tracks)
     moved = 2.0 * x.numel() * x.element_size()  # read + write
     single = RotationPlan.build(torch.tensor([0, x.shape[0]], device=device),
-                                trunk.n_tracks)  # the same tokens as one sequence
+                                encoder.n_tracks)  # the same tokens as one sequence
     torch.manual_seed(config.seed)
-    mix = torch.nn.Sequential(torch.nn.Linear(trunk.d_model, trunk.hidden_size), torch.nn.GELU(),
-                              torch.nn.Linear(trunk.hidden_size, trunk.d_model)).to(device)
-    first = torch.randn(trunk.d_model, trunk.hidden_size, device=device)
-    second = torch.randn(trunk.hidden_size, trunk.d_model, device=device)
-    flops = 4.0 * x.shape[0] * trunk.d_model * trunk.hidden_size
+    mix = torch.nn.Sequential(
+        torch.nn.Linear(encoder.d_model, encoder.hidden_size), torch.nn.GELU(),
+        torch.nn.Linear(encoder.hidden_size, encoder.d_model)).to(device)
+    first = torch.randn(encoder.d_model, encoder.hidden_size, device=device)
+    second = torch.randn(encoder.hidden_size, encoder.d_model, device=device)
+    flops = 4.0 * x.shape[0] * encoder.d_model * encoder.hidden_size
     # Three groups, each timed in turns: runs that follow each other see the same caches.
     steps = {"train": train_step}
-    if config.reference:
+    if config.roll_reference:
         steps["reference"] = _runner(config, lengths, "reference")[1]
     seconds = _timed_together(steps, config.repeats * 5, device)
     with torch.no_grad():
@@ -257,8 +252,8 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
                "mlp_flops_per_second": flops / seconds["mlp"],
                "matmul_flops_per_second": flops / seconds["matmul"],
                "train_tokens_per_second": x.shape[0] / seconds["train"],
-               "train_flops_per_second": step_flops(lengths, trunk) / seconds["train"]}
-    if config.reference:
+               "train_flops_per_second": step_flops(lengths, encoder) / seconds["train"]}
+    if config.roll_reference:
         results["reference_tokens_per_second"] = x.shape[0] / seconds["reference"]
     return results
 
@@ -341,19 +336,20 @@ def _ended_without_result(queue, exitcode: Optional[int]) -> dict:
     return {"error": f"the process ended with exit status {exitcode}"}
 
 
-def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool = False) -> dict:
-    """Measure every case and print a table (or JSON on stdout).
+def run(config: BenchConfig, reporter: Optional[Reporter] = None) -> dict:
+    """Measure every case.
 
     Returns:
-        The results, as printed with ``--json``.
+        The results (what ``--json`` prints): the config, the device, and per case the
+        speed and peak memory of each mode, or its error.
     """
     reporter = reporter or Reporter(quiet=True)
-    device = resolve_device(config.device)
+    device = resolve_device(config.runtime.device)
     packed = packed_lengths(config.packed_tokens, config.mean_length, config.seed)
     batches = [(f"1 × {length:,}", [length]) for length in config.lengths]
     batches.append((f"packed {len(packed)} × ~{config.mean_length:,}", packed))
     results: dict = {"config": asdict(config), "device": str(device),
-                     "precision": resolve_precision(config.precision, device),
+                     "precision": resolve_precision(config.runtime.precision, device),
                      "threads": torch.get_num_threads(), "cases": []}
     modes = ("train", "inference") + (("attention", "attention-inference")
                                        if config.attention else ())
@@ -377,11 +373,6 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None, as_json: bool 
         results["limits"] = _run_case(_case_limits, config, packed, limit_memory=on_cpu)
         progress.advance()
     _add_ratios(results)
-    if as_json:
-        print(json.dumps(results, indent=2))
-    else:
-        for table in bench_tables(results):
-            reporter.console.print(table)
     return results
 
 
@@ -408,55 +399,3 @@ def _add_ratios(results: dict) -> None:
     if "reference_tokens_per_second" in limits:
         results["speedup_over_reference"] = (
             limits["train_tokens_per_second"] / limits["reference_tokens_per_second"])
-
-
-def _gib(value: int) -> str:
-    return f"{value / 2**30:.2f} GiB"
-
-
-def bench_tables(results: dict) -> list[Table]:
-    """The results as rich tables."""
-    config = results["config"]
-    setup = [f"{results['threads']} threads", results["precision"]]
-    setup += [name for name, on in (("checkpointing", config["checkpointing"]),
-                                    ("reversible blocks", config["reversible"]),
-                                    ("compiled blocks", config["compile_blocks"])) if on]
-    table = Table(title=f"cmx bench on {results['device']} ({', '.join(setup)})")
-    modes = [mode for mode in ("train", "inference", "attention", "attention-inference")
-             if mode in results["cases"][0]]
-    table.add_column("batch")
-    for mode in modes:
-        name = {"train": "train", "inference": "inference", "attention": "attention train",
-                "attention-inference": "attention inference"}[mode]
-        table.add_column(f"{name} tok/s", justify="right")
-        table.add_column(f"{name} peak", justify="right")
-    for case in results["cases"]:
-        cells = [case["batch"]]
-        for mode in modes:
-            measured = case[mode]
-            if "error" in measured:
-                cells += [measured["error"], ""]
-            else:
-                cells += [f"{measured['tokens_per_second']:,.0f}", _gib(measured["peak_bytes"])]
-        table.add_row(*cells)
-    if not (config["checkpointing"] or config["reversible"]) and any(
-            case["train"].get("error") == OUT_OF_MEMORY for case in results["cases"]):
-        table.caption = ("Training ran out of memory: --checkpointing or --reversible trains "
-                         "in far less (see cmx train --help).")
-    measured = results["limits"]
-    limits = Table(title="Against the hardware's limits and the reference (packed batch of the "
-                         "table's last row, timed in turns in one process)")
-    for column in ("measure", "cmx", "limit", "share"):
-        limits.add_column(column, justify="left" if column == "measure" else "right")
-    if "error" in measured:
-        limits.add_row("all", measured["error"], "", "")
-        return [table, limits]
-    for name, share, ours, limit, unit in SHARES:
-        limits.add_row(name, f"{measured[ours] / unit:.1f}", f"{measured[limit] / unit:.1f}",
-                       f"{measured[share]:.0%}")
-    if "speedup_over_reference" in results:
-        limits.add_row("training step vs per-sequence torch.roll (tok/s)",
-                       f"{measured['train_tokens_per_second']:,.0f}",
-                       f"{measured['reference_tokens_per_second']:,.0f}",
-                       f"{results['speedup_over_reference']:.1f}×")
-    return [table, limits]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -18,10 +18,11 @@ from cmx_cli.console import Reporter
 from cmx_cli.io.fasta import FastaRecord, count_records, iter_records
 from cmx_cli.io.labels import FastaSource, LabelRule
 from cmx_cli.io.output import atomic_output, check_not_input
-from cmx_cli.metrics import classification_metrics, metrics_table
+from cmx_cli.io.checkpoint import load_checkpoint
+from cmx_cli.metrics.classification import classification_metrics
 from cmx_cli.runtime import resolve_device, resolve_precision
-from cmx_cli.training.checkpoint import load_checkpoint
-from cmx_cli.training.classification import KIND, build_classifier, predict_probabilities
+from cmx_cli.settings import Runtime
+from cmx_cli.tasks.classification import KIND, build_classifier, predict_probabilities
 from models import set_compiled
 
 
@@ -37,18 +38,25 @@ class PredictFastaConfig:
     labels_table: Optional[str] = None
     max_tokens: int = 16384
     chunk_tokens: int = 2_000_000
-    device: str = "auto"
-    precision: str = "auto"
-    compile_blocks: bool = False
+    runtime: Runtime = field(default_factory=Runtime)
 
 
 @dataclass
 class PredictFastaResult:
-    """Outcome of a FASTA prediction."""
+    """Outcome of a FASTA prediction.
+
+    Attributes:
+        n_sequences: Records predicted.
+        metrics: :func:`~cmx_cli.metrics.classification.classification_metrics` of the
+            labelled records, when labels were given and found.
+        summary: The closing line.
+        fasta: The input, for people.
+    """
 
     n_sequences: int
     metrics: Optional[dict]
     summary: str
+    fasta: str = ""
 
 
 def _chunks(records: Iterator[FastaRecord], chunk_tokens: int) -> Iterator[list[FastaRecord]]:
@@ -79,9 +87,9 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
     started = time.monotonic()
     checkpoint = load_checkpoint(config.model, KIND)
     model = build_classifier(checkpoint)
-    set_compiled(model, config.compile_blocks)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    set_compiled(model, config.runtime.compile_blocks)
+    device = resolve_device(config.runtime.device)
+    precision = resolve_precision(config.runtime.precision, device)
     model.to(device)
     class_names = checkpoint.labels
     class_index = {name: i for i, name in enumerate(class_names)}
@@ -90,7 +98,7 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
     check_not_input(config.output, config.fasta)
     source = FastaSource(Path(config.fasta), None)
     total = count_records(Path(config.fasta))
-    max_len = model.config.trunk.max_len
+    max_len = model.config.encoder.max_len
 
     true_labels: list[int] = []
     labelled_probabilities: list[np.ndarray] = []
@@ -144,10 +152,8 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
         metrics = classification_metrics(
             np.array(true_labels), np.vstack(labelled_probabilities), len(class_names)
         )
-        reporter.table(metrics_table(Path(config.fasta).name, {"cmx": metrics}))
         auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.3f}"
         summary += f"; ROC-AUC {auc}, accuracy {metrics['accuracy']:.3f} on {metrics['n']} labelled"
     if config.output != "-":
         summary += f"; written to {config.output}"
-    reporter.summary(summary)
-    return PredictFastaResult(n_sequences, metrics, summary)
+    return PredictFastaResult(n_sequences, metrics, summary, config.fasta)

@@ -20,28 +20,12 @@ from torch import nn
 
 from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast
-from cmx_cli.training.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
+from cmx_cli.io.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
+from cmx_cli.settings import TrainingSettings
 from cmx_cli.training.distributed import SINGLE, Processes, share_members
-from models import set_checkpointing, set_compiled
+from models import set_checkpointing
 
 LOG_NAME = "log.tsv"
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """How long and how to optimise (the flags shared by train, pretrain and finetune)."""
-
-    epochs: Optional[int] = 20
-    max_steps: Optional[int] = None
-    max_time_minutes: Optional[float] = None
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.05
-    grad_clip: float = 1.0
-    patience: Optional[int] = 5
-    seed: int = 0
-    checkpointing: bool = False
-    compile_blocks: bool = False
 
 
 class LossTerms(NamedTuple):
@@ -210,7 +194,6 @@ def fit(
         TrainingInterrupted: On Ctrl-C, after the last completed epoch is saved.
     """
     set_checkpointing(model, settings.checkpointing)
-    set_compiled(model, settings.compile_blocks)
     optimizer = build_optimizer(model, settings)
     processes.copy_parameters_from_main(model)
     world = processes.world_size

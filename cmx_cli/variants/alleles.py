@@ -203,13 +203,6 @@ def classify_record(
     return RecordCheck(contig, problem, detail, tuple(statuses))
 
 
-def classify_alleles(
-    record: Any, reference: ReferenceGenome, window: int, ref_mismatch: str = "skip"
-) -> list[AlleleStatus]:
-    """Return one :class:`AlleleStatus` per ALT allele (see :func:`classify_record`)."""
-    return list(classify_record(record, reference, window, ref_mismatch).alleles)
-
-
 def split_record(record: Any, alt_index: int) -> Any:
     """Return a copy of a multi-allelic record that keeps one ALT allele.
 

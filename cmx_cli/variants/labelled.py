@@ -32,7 +32,7 @@ from rich.table import Table
 from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.variants.alleles import SKIP_REASONS, AlleleStatus, classify_record
-from cmx_cli.variants.reader import open_variants
+from cmx_cli.io.vcf_reader import open_variants
 from cmx_cli.variants.windows import AlleleWindow, make_windows
 
 #: Reasons of this module for leaving a labelled allele out, beside SKIP_REASONS.

@@ -1,12 +1,13 @@
 """The pre-flight pass: read every VCF record once, before any model work, and report.
 
 :func:`preflight` checks contigs, REF alleles and sort order and counts what can be scored
-(DESIGN.md, "Variants"); :func:`~cmx_cli.variants.vcf_io.score_variants` runs it first, so
-every input error surfaces before scoring starts.
+(DESIGN.md, "Variants"). A command runs it before
+:func:`~cmx_cli.variants.scoring.score_variants`, so every input error surfaces before
+scoring starts.
 
 Contigs that records use without a header line (htslib declares them while reading) are
 collected in :attr:`PreflightReport.header_additions`, with their FASTA length, so that the
-scoring pass can declare them before it reads (see :mod:`cmx_cli.variants.vcf_io`).
+scoring pass can declare them before it reads (see :mod:`cmx_cli.variants.scoring`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.variants.alleles import (REF_MISMATCH_POLICIES, SKIP_REASONS, allele_kind,
                                       alt_form_reason, classify_record)
-from cmx_cli.variants.reader import PathLike, open_variants
+from cmx_cli.io.vcf_reader import PathLike, open_variants
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Classification metrics from predicted probabilities, and the tables that show them.
+"""Classification metrics from predicted probabilities.
 
 Every ranking metric here is computed from probabilities, never from hard labels: ROC-AUC
 and PR-AUC measure how well a model *orders* sequences, which a thresholded label hides.
@@ -15,11 +15,7 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from rich.table import Table
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
-
-#: Shown in tables where a metric is undefined.
-MISSING = "–"
 
 METRIC_NAMES = ("roc_auc", "pr_auc", "accuracy", "balanced_accuracy")
 
@@ -200,66 +196,8 @@ def metrics_by_length(
     return result
 
 
-def _format(value: Optional[float]) -> str:
-    """Three decimals, or a dash where the metric is undefined."""
-    return MISSING if value is None else f"{value:.3f}"
-
-
-def metrics_table(title: str, rows: dict[str, dict]) -> Table:
-    """Build a table with one row per model, e.g. "cmx" and "k-mer baseline".
-
-    Args:
-        title: Table title, e.g. the split evaluated.
-        rows: Model name to a :func:`classification_metrics` result.
-
-    Returns:
-        A rich table with columns model, n, ROC-AUC, PR-AUC, accuracy, balanced accuracy.
-    """
-    return comparison_table(title, rows, (("ROC-AUC", "roc_auc"), ("PR-AUC", "pr_auc"),
-                                          ("accuracy", "accuracy"),
-                                          ("balanced accuracy", "balanced_accuracy")))
-
-
-def comparison_table(title: str, rows: dict[str, dict], columns) -> Table:
-    """One row per model, one column per metric, n first; "–" where a metric is undefined.
-
-    Args:
-        title: Table title.
-        rows: Model name to its metrics dict (with an ``n`` key).
-        columns: (header, metric key) pairs.
-
-    Returns:
-        A rich table.
-    """
-    table = Table(title=title)
-    table.add_column("model")
-    for header in ("n", *(header for header, _ in columns)):
-        table.add_column(header, justify="right")
-    for name, metrics in rows.items():
-        table.add_row(name, f"{metrics.get('n', 0):,}",
-                      *(_format(metrics.get(key)) for _, key in columns))
-    return table
-
-
-def length_table(title: str, bins: list[dict]) -> Table:
-    """Build a table of ROC-AUC by length percentile from :func:`metrics_by_length`.
-
-    Args:
-        title: Table title.
-        bins: The bins, shortest first.
-
-    Returns:
-        A rich table with columns percentiles, length (bp), n, ROC-AUC.
-    """
-    table = Table(title=title)
-    table.add_column("percentiles")
-    for header in ("length (bp)", "n", "ROC-AUC"):
-        table.add_column(header, justify="right")
-    for row in bins:
-        table.add_row(
-            row["percentiles"],
-            f"{row['min_length']:,}–{row['max_length']:,}",
-            f"{row['n']:,}",
-            _format(row["roc_auc"]),
-        )
-    return table
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """:func:`classification_metrics` of 0/1 labels and P(label 1)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return classification_metrics(np.asarray(labels, dtype=np.int64),
+                                  np.stack([1.0 - probabilities, probabilities], axis=1), 2)

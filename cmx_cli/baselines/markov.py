@@ -14,15 +14,20 @@ context is used, so the Markov model is a lower bar than a bidirectional model c
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import numpy as np
+import torch
 
+from cmx_cli.alphabet import N_BASES
 from cmx_cli.data.masking import MaskedSequence
-from cmx_cli.mlm_metrics import MlmMetrics
+from cmx_cli.errors import CmxError
+from cmx_cli.io.output import atomic_output
+from cmx_cli.metrics.masked_bases import MlmMetrics
 
-#: Number of real bases (A, C, G, T = tokens 0-3); N (4) and MASK (5) are not bases.
-N_BASES = 4
+#: Where a pretraining run keeps its fitted baselines.
+BASELINES_NAME = "baselines.pt"
 #: Default context length. Order 5 (4**6 = 4,096 top-order counts) is well estimated from
 #: a few hundred kilobases of training data, the smallest runs cmx is used for, and is cheap.
 DEFAULT_ORDER = 5
@@ -200,3 +205,30 @@ def evaluate_baseline(
         case = next(flags) if flags is not None else None
         metrics.update(np.log(model.predict(masked)), masked, case)
     return metrics
+
+
+def save_baselines(path: Path, unigram: UnigramModel, markov: MarkovModel) -> None:
+    """Store the fitted baselines' counts (plain tensors, weights-only loadable)."""
+    payload = {
+        "unigram_counts": torch.from_numpy(unigram.counts),
+        "unigram_pseudocount": unigram.pseudocount,
+        "markov_order": markov.order,
+        "markov_pseudocount": markov.pseudocount,
+        "markov_counts": [torch.from_numpy(table) for table in markov.counts],
+    }
+    with atomic_output(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_baselines(run_dir: Path) -> tuple[UnigramModel, MarkovModel]:
+    """Read the baselines a pretraining run fitted on its training data."""
+    path = Path(run_dir) / BASELINES_NAME
+    if not path.is_file():
+        raise CmxError(f"{path}: no fitted baselines in this run",
+                       "pass the run directory of a finished `cmx pretrain`.")
+    payload = torch.load(path, weights_only=True)
+    unigram = UnigramModel(payload["unigram_pseudocount"])
+    unigram.counts = payload["unigram_counts"].numpy()
+    markov = MarkovModel(payload["markov_order"], payload["markov_pseudocount"])
+    markov.counts = [table.numpy() for table in payload["markov_counts"]]
+    return unigram, markov

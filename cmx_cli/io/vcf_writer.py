@@ -26,7 +26,7 @@ import pysam
 from cmx_cli.errors import CmxError
 from cmx_cli.io.output import output_target
 from cmx_cli.variants.alleles import AlleleStatus, split_record
-from cmx_cli.variants.reader import quiet_htslib
+from cmx_cli.io.vcf_reader import quiet_htslib
 
 
 def output_kind(output: str, tsv: bool) -> str:

@@ -18,12 +18,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from cmx_cli.alphabet import N_BASES
+
 #: Largest k accepted: 4**12 = 16.8 M features is already far beyond what a linear
 #: model on a few thousand sequences can use.
 MAX_K = 12
 
-#: Number of real bases (A, C, G, T = tokens 0-3); every larger token breaks a k-mer.
-N_BASES = 4
 
 
 def _sequence_counts(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,13 @@ from torch import nn
 from cmx_cli.alphabet import reverse_complement
 from cmx_cli.data.batching import make_batches, pack
 from cmx_cli.errors import CmxError
-from cmx_cli.metrics import classification_metrics
-from cmx_cli.training.checkpoint import Checkpoint, build_model
-from cmx_cli.training.inference import batched_outputs
+from cmx_cli.inference import batched_outputs, mean_over_strands
+from cmx_cli.io.checkpoint import CLASSIFIER, Checkpoint, build_model
+from cmx_cli.metrics.classification import classification_metrics
 from cmx_cli.training.loop import LossTerms
 from models import ClassifierConfig, SequenceClassifier
 
-KIND = "classifier"
+KIND = CLASSIFIER
 
 
 class ClassificationTask:
@@ -116,20 +116,17 @@ def predict_probabilities(
     Returns:
         (N, C) float64 probabilities.
     """
-    probabilities = _strand_probabilities(model, sequences, max_tokens, device, precision)
-    if average_strands:
-        reverse = [reverse_complement(sequence) for sequence in sequences]
-        probabilities = 0.5 * (
-            probabilities + _strand_probabilities(model, reverse, max_tokens, device, precision)
-        )
-    return probabilities
+    def score(members: Sequence[tuple[int, bool]]) -> np.ndarray:
+        inputs = [reverse_complement(sequences[index]) if reverse else sequences[index]
+                  for index, reverse in members]
+        output = np.zeros((len(inputs), model.config.n_classes), dtype=np.float64)
+        for batch, _, logits in batched_outputs(
+                model, [len(tokens) for tokens in inputs],
+                lambda batch: pack([inputs[i] for i in batch]), max_tokens, device, precision):
+            output[batch] = torch.softmax(logits, dim=1).numpy()
+        return output
 
-
-def _strand_probabilities(model, sequences, max_tokens, device, precision) -> np.ndarray:
-    output = np.zeros((len(sequences), model.config.n_classes), dtype=np.float64)
-    for batch, _, logits in batched_outputs(model, sequences, max_tokens, device, precision):
-        output[batch] = torch.softmax(logits, dim=1).numpy()
-    return output
+    return mean_over_strands(score, len(sequences), average_strands)
 
 
 def build_classifier(checkpoint: Checkpoint) -> SequenceClassifier:

@@ -16,10 +16,7 @@ import math
 from typing import Optional
 
 import numpy as np
-from rich.table import Table
-
 from cmx_cli.data.masking import KEPT, MASKED, RANDOM, MaskedSequence
-from cmx_cli.metrics import comparison_table
 
 #: Accumulated groups, in the order of the rows of :attr:`MlmMetrics.totals`.
 GROUPS = ("mask", "random", "kept", "uppercase", "lowercase", "all_selected")
@@ -79,10 +76,6 @@ class MlmMetrics:
         for row, member in enumerate(members):
             self.totals[row] += (bits[member].sum(), correct[member].sum(), member.sum())
 
-    def merge(self, other: "MlmMetrics") -> None:
-        """Add another accumulator's totals to this one."""
-        self.totals += other.totals
-
     def _group(self, name: str) -> dict:
         bits, correct, count = self.totals[GROUPS.index(name)]
         if count == 0:
@@ -111,17 +104,3 @@ class MlmMetrics:
             "by_case": {name: self._group(name) for name in ("uppercase", "lowercase")},
             "all_selected": self._group("all_selected"),
         }
-
-
-def mlm_table(title: str, rows: dict[str, dict]) -> Table:
-    """Build a table with one row per model, e.g. "cmx", "unigram" and "5-mer Markov".
-
-    Args:
-        title: Table title, e.g. "validation, MASK positions".
-        rows: Model name to a :meth:`MlmMetrics.result` (or any group of it).
-
-    Returns:
-        A rich table with columns model, n, bits/base, perplexity, accuracy.
-    """
-    return comparison_table(title, rows, (("bits/base", "bits_per_base"),
-                                          ("perplexity", "perplexity"), ("accuracy", "accuracy")))

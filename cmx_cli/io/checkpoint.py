@@ -18,8 +18,16 @@ from cmx_cli.alphabet import ALPHABET_NAME
 from cmx_cli.errors import CmxError
 from cmx_cli.io.output import atomic_output
 
+#: The kinds of model, each made by one command (its head is in :mod:`cmx_cli.tasks`).
+CLASSIFIER, MASKED_BASES, VARIANT_CLASSIFIER = "classifier", "mlm", "variant-classifier"
+#: The command that makes each kind of model, as users know them.
+MADE_BY = {CLASSIFIER: "cmx train", MASKED_BASES: "cmx pretrain",
+           VARIANT_CLASSIFIER: "cmx finetune"}
+
 FORMAT = "cmx-checkpoint"
-FORMAT_VERSION = 1
+#: 2: the encoder of a classifier and of a variant classifier is ``encoder``, not ``trunk``
+#: (files of version 1 are renamed when read).
+FORMAT_VERSION = 2
 BEST = "model.pt"
 LAST = "last.pt"
 
@@ -126,7 +134,7 @@ def load_checkpoint(
     checkpoint = Checkpoint(
         kind=payload["kind"],
         model_config=payload["model_config"],
-        state_dict=payload["state_dict"],
+        state_dict=_current_names(payload["state_dict"], payload.get("format_version", 0)),
         labels=list(payload.get("labels", [])),
         extra=dict(payload.get("extra", {})),
         training_state=payload.get("training_state"),
@@ -148,15 +156,19 @@ def load_checkpoint(
     return checkpoint
 
 
-#: The command that makes each kind of model, as users know them.
-MADE_BY = {"classifier": "cmx train", "mlm": "cmx pretrain", "variant-classifier": "cmx finetune"}
-
-
 def _kind_described(kind: str) -> str:
     """'a model made by `cmx train`', or the kind's own name when no command makes it."""
     if kind in MADE_BY:
         return f"a model made by `{MADE_BY[kind]}`"
     return f"a model of kind {kind!r}, which no command of this cmx makes"
+
+
+def _current_names(state_dict: dict, format_version: int) -> dict:
+    """The weights under this version's names (version 1 called the encoder ``trunk``)."""
+    if format_version >= 2:
+        return state_dict
+    return {("encoder." + key[len("trunk."):] if key.startswith("trunk.") else key): value
+            for key, value in state_dict.items()}
 
 
 def build_model(checkpoint: Checkpoint, config_type, model_type):

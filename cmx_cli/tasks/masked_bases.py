@@ -1,9 +1,16 @@
-"""Masked-base modelling: the task `cmx pretrain` optimises and the scoring `cmx evaluate`
-runs (paper Appendix J).
+"""Masked-base modelling: the task `cmx pretrain` optimises, the scoring `cmx evaluate` runs,
+and the zero-shot variant scores `cmx predict` writes with a pretrained model (paper
+Appendix J).
 
 The loss covers only the selected positions; N is never a target. Soft-masked (lowercase)
 bases can carry a lower weight. Validation masks a fixed set of sequences with a fixed seed,
 so every epoch is scored on the same positions.
+
+Zero-shot: for an SNV the score is the log-likelihood ratio log P(alt) - log P(ref) at the
+variant position, with that position masked in its reference window, averaged over both
+strands. The reverse strand reads the reverse-complemented window, with the mirrored
+position masked and the complemented alleles. Indels have no single masked position to
+read: they get no zero-shot score.
 """
 from __future__ import annotations
 
@@ -15,17 +22,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmx_cli.alphabet import COMPLEMENT, MASK, N, reverse_complement
 from cmx_cli.data.batching import make_batches, pack
-from cmx_cli.data.masking import MaskedSequence, mask_tokens, weights
-from cmx_cli.data.segments import PretrainSequence
-from cmx_cli.mlm_metrics import MlmMetrics
-from cmx_cli.training.checkpoint import build_model
-from cmx_cli.training.inference import batched_outputs
+from cmx_cli.data.masking import IGNORE_INDEX, MaskedSequence, mask_tokens, weights
+from cmx_cli.data.pretrain_sources import PretrainSequence
+from cmx_cli.errors import CmxError
+from cmx_cli.inference import batched_outputs, mean_over_strands
+from cmx_cli.io.checkpoint import MASKED_BASES, Checkpoint, build_model, load_checkpoint
+from cmx_cli.metrics.masked_bases import MlmMetrics
 from cmx_cli.training.loop import LossTerms
-from models import MaskedAutoencoder, MaskedAutoencoderConfig
+from cmx_cli.variants.alleles import is_snv
+from cmx_cli.variants.windows import AlleleWindow
+from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
 
-KIND = "mlm"
-IGNORE = -100
+KIND = MASKED_BASES
+ZERO_SHOT_DESCRIPTION = (
+    "cmx zero-shot score: log P(alt) - log P(ref) in nats at the masked variant position, "
+    "averaged over both strands; SNVs only")
+ENCODER_PREFIX = "encoder."
 
 
 @dataclass(frozen=True)
@@ -121,7 +135,7 @@ class MaskedBaseTask:
         packed = pack_masked(sequences, masked, self.settings, range(len(batch)))
         logits = model(packed.inputs.to(device), packed.offsets.to(device))  # (T, 4)
         targets = packed.targets.to(device)
-        selected = targets != IGNORE
+        selected = targets != IGNORE_INDEX
         losses = F.cross_entropy(logits[selected].float(), targets[selected], reduction="none")
         weight = packed.weights.to(device)[selected]
         return LossTerms((losses * weight).sum(), weight.sum())
@@ -142,14 +156,18 @@ def predict_log_probabilities(
 ) -> list[np.ndarray]:
     """Natural-log base probabilities (L, 4) for each corrupted input, in input order."""
     output: list[Optional[np.ndarray]] = [None] * len(inputs)
-    for batch, bounds, logits in batched_outputs(model, inputs, max_tokens, device, precision):
+    lengths = [len(tokens) for tokens in inputs]
+    for batch, (_, offsets), logits in batched_outputs(
+            model, lengths, lambda batch: pack([inputs[i] for i in batch]), max_tokens, device,
+            precision):
         log_probabilities = torch.log_softmax(logits, dim=1).numpy()
+        bounds = offsets.tolist()
         for member, start, end in zip(batch, bounds[:-1], bounds[1:]):
             output[member] = log_probabilities[start:end]
     return output  # type: ignore[return-value]
 
 
-def build_autoencoder(checkpoint) -> MaskedAutoencoder:
+def build_autoencoder(checkpoint: Checkpoint) -> MaskedAutoencoder:
     """Rebuild a pretrained encoder-decoder from its checkpoint (CmxError if it does not fit)."""
     return build_model(checkpoint, MaskedAutoencoderConfig, MaskedAutoencoder)
 
@@ -165,3 +183,91 @@ def evaluate_masked(
     for sequence, mask, predicted in zip(sequences, masked, log_probabilities):
         metrics.update(predicted, mask, sequence.lowercase)
     return metrics.result()
+
+
+def load_encoder(path) -> tuple[ChordMixerConfig, dict]:
+    """Read the encoder of a `cmx pretrain` run (``--init``).
+
+    Args:
+        path: The pretraining run directory or its model.pt.
+
+    Returns:
+        The encoder's config and its state dict (keys without the ``encoder.`` prefix).
+
+    Raises:
+        CmxError: When the checkpoint is not a pretrained model.
+    """
+    checkpoint = load_checkpoint(path, KIND)
+    config = MaskedAutoencoderConfig.from_dict(checkpoint.model_config).encoder
+    state = {key[len(ENCODER_PREFIX):]: value for key, value in checkpoint.state_dict.items()
+             if key.startswith(ENCODER_PREFIX)}
+    if not state:
+        raise CmxError(f"{checkpoint.path}: holds no encoder weights",
+                       "pass the run directory of `cmx pretrain`.")
+    return config, state
+
+
+class ZeroShotScorer:
+    """Scores SNVs with a pretrained masked-base model, without labels
+    (:class:`~cmx_cli.variants.scoring.AlleleScorer`; module docstring).
+
+    Args:
+        model: A :class:`models.MaskedAutoencoder`, on ``device``.
+        max_tokens: Token budget per batch.
+        device: Where to compute.
+        precision: ``fp32`` or ``bf16``.
+    """
+
+    description = ZERO_SHOT_DESCRIPTION
+
+    def __init__(self, model: nn.Module, max_tokens: int, device: torch.device, precision: str):
+        self.model, self.max_tokens = model, max_tokens
+        self.device, self.precision = device, precision
+
+    @staticmethod
+    def veto(window: AlleleWindow, ref: str, alt: str) -> Optional[str]:
+        """Zero-shot scores exist for SNVs on a known reference base only."""
+        if not is_snv(ref, alt):
+            return "indel"
+        if window.ref_tokens[window.ref_span[0]] == N or alt.upper() == "N":
+            return "n_base"  # P(N) is not modelled: there is no ratio to take
+        return None
+
+    @staticmethod
+    def record_context(record) -> tuple[None, None]:
+        """Every record is scored the same way."""
+        return None, None
+
+    def __call__(self, windows: Sequence[AlleleWindow]) -> np.ndarray:
+        """Score SNV windows.
+
+        Returns:
+            (len(windows),) float64 log-likelihood ratios in nats, averaged over both
+            strands; NaN where the reference base is N (no reference base to compare with).
+        """
+
+        def score(members: Sequence[tuple[int, bool]]) -> np.ndarray:
+            inputs, positions, bases = [], [], []
+            for index, reverse in members:
+                window = windows[index]
+                centre = window.ref_span[0]
+                ref_base = int(window.ref_tokens[centre])
+                alt_base = int(window.alt_tokens[window.alt_span[0]])
+                tokens = window.ref_tokens.copy()
+                if reverse:
+                    tokens, centre = reverse_complement(tokens), len(tokens) - 1 - centre
+                    ref_base, alt_base = int(COMPLEMENT[ref_base]), int(COMPLEMENT[alt_base])
+                tokens[centre] = MASK
+                inputs.append(tokens)
+                positions.append(centre)
+                bases.append((ref_base, alt_base))
+            log_probabilities = predict_log_probabilities(
+                self.model, inputs, self.max_tokens, self.device, self.precision)
+            ratios = np.full(len(members), np.nan)
+            for i, (predicted, position, (ref_base, alt_base)) in enumerate(
+                    zip(log_probabilities, positions, bases)):
+                if ref_base < N and alt_base < N:
+                    ratios[i] = predicted[position, alt_base] - predicted[position, ref_base]
+            return ratios
+
+        return mean_over_strands(score, len(windows), both_strands=True)

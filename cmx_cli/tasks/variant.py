@@ -6,12 +6,12 @@ the allele's span in each), a 0/1 label and a group index. A batch packs its B v
 variant is the sigmoid of its group's output: the probability of label 1.
 
 Both strands: the reverse strand of a variant is the reverse complement of both windows,
-with the spans mirrored. Training flips a random half of each batch (``reverse_complement``);
+with the spans mirrored. Training flips a random half of each batch (``flip_strands``);
 prediction can average the two strands.
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,15 +21,15 @@ from torch import nn
 from cmx_cli.alphabet import reverse_complement
 from cmx_cli.data.batching import make_batches, pack
 from cmx_cli.errors import CmxError
-from cmx_cli.metrics import classification_metrics
-from cmx_cli.runtime import autocast
-from cmx_cli.training.checkpoint import Checkpoint, build_model
-from cmx_cli.training.inference import evaluating
+from cmx_cli.inference import batched_outputs, mean_over_strands
+from cmx_cli.io.checkpoint import VARIANT_CLASSIFIER, Checkpoint, build_model
+from cmx_cli.metrics.classification import binary_metrics
 from cmx_cli.training.loop import LossTerms
 from cmx_cli.variants.windows import AlleleWindow
 from models import VariantClassifier, VariantClassifierConfig
 
-KIND = "variant-classifier"
+KIND = VARIANT_CLASSIFIER
+DESCRIPTION = "cmx variant classifier: probability of label 1"
 
 
 def pair_length(window: AlleleWindow) -> int:
@@ -76,7 +76,7 @@ class VariantTask:
         max_tokens: Token budget per batch (both windows of a variant count).
         device: Where to compute.
         precision: ``fp32`` or ``bf16``.
-        reverse_complement: Read a random half of each training batch on the reverse strand.
+        flip_strands: Read a random half of each training batch on the reverse strand.
     """
 
     score_name = "ROC-AUC"
@@ -86,7 +86,7 @@ class VariantTask:
         self, train_windows: Sequence[AlleleWindow], train_labels: np.ndarray,
         train_groups: np.ndarray, val_windows: Sequence[AlleleWindow], val_labels: np.ndarray,
         val_groups: np.ndarray, max_tokens: int, device: torch.device, precision: str,
-        reverse_complement: bool = True,
+        flip_strands: bool = True,
     ) -> None:
         self.train_windows = train_windows
         self.train_labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.float32)
@@ -95,7 +95,7 @@ class VariantTask:
         self.val_windows, self.val_labels = val_windows, np.asarray(val_labels)
         self.val_groups = np.asarray(val_groups)
         self.max_tokens, self.device, self.precision = max_tokens, device, precision
-        self.reverse_complement = reverse_complement
+        self.flip_strands = flip_strands
 
     def epoch_batches(self, rng: np.random.Generator, processes: int = 1) -> list[list[int]]:
         """Shuffled batches of training indices, ``processes`` token budgets each."""
@@ -108,7 +108,7 @@ class VariantTask:
     def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> LossTerms:
         """Binary cross-entropy summed over the batch's variants."""
         # The loop seeds torch per epoch, so the strand draws replay exactly on --resume.
-        flips = ((torch.rand(len(batch)) < 0.5).tolist() if self.reverse_complement
+        flips = ((torch.rand(len(batch)) < 0.5).tolist() if self.flip_strands
                  else [False] * len(batch))
         tokens, offsets, spans = pack_pairs([self.train_windows[i] for i in batch], flips)
         logits = model(tokens.to(device, non_blocking=True),
@@ -133,25 +133,6 @@ class VariantTask:
                 "pr_auc": metrics["pr_auc"]}
 
 
-def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """:func:`classification_metrics` of 0/1 labels and P(label 1)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    return classification_metrics(np.asarray(labels, dtype=np.int64),
-                                  np.stack([1.0 - probabilities, probabilities], axis=1), 2)
-
-
-@torch.no_grad()
-def _strand_logits(model: nn.Module, windows: Sequence[AlleleWindow], groups: np.ndarray,
-                   max_tokens: int, device: torch.device, precision: str,
-                   flip: bool) -> Iterator[tuple[list[int], torch.Tensor]]:
-    lengths = [pair_length(window) for window in windows]
-    for batch in make_batches(lengths, max_tokens):
-        tokens, offsets, spans = pack_pairs([windows[i] for i in batch], [flip] * len(batch))
-        with autocast(device, precision):
-            logits = model(tokens.to(device), offsets.to(device), spans.to(device))
-        yield batch, group_logits(logits.float(), torch.as_tensor(groups[batch])).cpu()
-
-
 def predict_variant_probabilities(
     model: nn.Module, windows: Sequence[AlleleWindow], groups: Sequence[int], max_tokens: int,
     device: torch.device, precision: str, average_strands: bool = False,
@@ -171,26 +152,54 @@ def predict_variant_probabilities(
         (N,) float64 probabilities.
     """
     groups = np.asarray(groups, dtype=np.int64)
-    output = np.zeros(len(windows), dtype=np.float64)
-    strands = (False, True) if average_strands else (False,)
-    with evaluating(model):
-        for flip in strands:
-            for batch, logits in _strand_logits(model, windows, groups, max_tokens, device,
-                                                precision, flip):
-                output[batch] += torch.sigmoid(logits).double().numpy()
-    return output / len(strands)
+
+    def score(members: Sequence[tuple[int, bool]]) -> np.ndarray:
+        lengths = [pair_length(windows[index]) for index, _ in members]
+        member_groups = torch.as_tensor(groups[[index for index, _ in members]])
+
+        def pack_batch(batch: list[int]) -> tuple[torch.Tensor, ...]:
+            return pack_pairs([windows[members[i][0]] for i in batch],
+                              [members[i][1] for i in batch])
+
+        output = np.zeros(len(members), dtype=np.float64)
+        for batch, _, logits in batched_outputs(model, lengths, pack_batch, max_tokens, device,
+                                                precision):
+            chosen = group_logits(logits, member_groups[batch])
+            output[batch] = torch.sigmoid(chosen).double().numpy()
+        return output
+
+    return mean_over_strands(score, len(windows), average_strands)
 
 
 class VariantScorer:
-    """Callable for :func:`~cmx_cli.variants.vcf_io.score_variants`: P(label 1) per allele.
+    """Scores VCF alleles with a variant classifier: P(label 1) per allele
+    (:class:`~cmx_cli.variants.scoring.AlleleScorer`).
 
-    Each window's ``context`` holds its group index (0 for a model without groups).
+    Args:
+        model: A :class:`models.VariantClassifier`, on ``device``.
+        max_tokens: Token budget per batch.
+        device: Where to compute.
+        precision: ``fp32`` or ``bf16``.
+        average_strands: Average the probabilities of both strands.
+        group_of: ``record -> (group index, None)``, or ``(None, reason)`` for a record
+            without a known group; None for a model without groups (every record group 0).
     """
 
     def __init__(self, model: nn.Module, max_tokens: int, device: torch.device, precision: str,
-                 average_strands: bool = False) -> None:
+                 average_strands: bool = False,
+                 group_of: Optional[Callable[[Any], tuple[Any, Optional[str]]]] = None) -> None:
         self.model, self.max_tokens, self.device = model, max_tokens, device
         self.precision, self.average_strands = precision, average_strands
+        self.group_of = group_of
+        self.description = DESCRIPTION + (", averaged over both strands" if average_strands else "")
+
+    def veto(self, window: AlleleWindow, ref: str, alt: str) -> Optional[str]:
+        """A classifier scores every allele that passed the checks."""
+        return None
+
+    def record_context(self, record: Any) -> tuple[Any, Optional[str]]:
+        """The record's group index (stored in its windows' ``context``), or a reason."""
+        return (None, None) if self.group_of is None else self.group_of(record)
 
     def __call__(self, windows: Sequence[AlleleWindow]) -> np.ndarray:
         """Scores of a chunk of windows."""

@@ -1,0 +1,205 @@
+"""`cmx predict`, `cmx evaluate`, `cmx bench` and `cmx demo`: parse, check, build the
+config, run, render (the training commands are in :mod:`cmx_cli.cli.training_commands`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cmx_cli.cli import render
+from cmx_cli.cli.main import cli, typed_command_line
+from cmx_cli.cli.options import (
+    CHECKPOINTING, JSON_OUTPUT, QUIET, AliasedOption, fasta_option, group_field_option,
+    encoder_shape_options, label_regex_option, labels_option, mask_option, max_tokens_option,
+    model_option, out_option, runtime_options, seed_option, variant_input_options)
+from cmx_cli.console import Reporter
+from cmx_cli.runtime import compile_failures_as_user_errors
+from cmx_cli.settings import Runtime, EncoderShape, VariantInput
+
+VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@model_option("Run directory (or its model.pt): `cmx train` for FASTA; `cmx finetune` or "
+              "`cmx pretrain` for VCF.")
+@click.option("--output", "-o", default="-", show_default=True,
+              help="Output file; - writes to standard output. For VCF: .vcf.gz is bgzipped and "
+                   "indexed, .bcf is BCF, anything else plain VCF.")
+@click.option("--average-strands", "--rc", "average_strands", is_flag=True, cls=AliasedOption,
+              hidden_aliases=("--rc",),
+              help="Average the forward and reverse-complement predictions (zero-shot VCF "
+                   "scores always do).")
+@label_regex_option("FASTA: read true labels from the header line and print metrics.")
+@labels_option("FASTA: TSV of record name and true label; print metrics.")
+@variant_input_options(None, "[default: the window a `cmx finetune` model was trained with, "
+                       "else 1000]", prefix="VCF: ")
+@click.option("--split-multiallelic", is_flag=True,
+              help="VCF: write one record per ALT allele, as `bcftools norm -m-` does.")
+@click.option("--info-id", default="CMX", show_default=True, help="VCF: INFO field for the scores.")
+@click.option("--tsv", is_flag=True,
+              help="VCF: write chrom pos id ref alt score rows instead of a VCF.")
+@group_field_option("VCF, grouped models: INFO field with each record's group. [default: the "
+                    "one the model was trained with]")
+@click.option("--group", metavar="NAME",
+              help="VCF, grouped models: score every record for this group.")
+@max_tokens_option(16384, "Larger batches need more memory.")
+@runtime_options()
+@QUIET
+def predict(input_path: str, model: str, output: str, average_strands: bool,
+            variants: VariantInput, runtime: Runtime, quiet: bool, **options: Any) -> Any:
+    """Predict class probabilities for a FASTA, or score every ALT allele of a VCF/BCF.
+
+    FASTA (a `cmx train` model): a TSV with name, length, predicted and one p_<label>
+    column per class, in input order, streamed so memory stays flat.
+
+    VCF/BCF (with --reference): every record kept, with a score per ALT allele in
+    INFO/CMX, or a TSV with --tsv. A `cmx finetune` model gives the probability of label
+    1; a `cmx pretrain` model gives zero-shot SNV scores.
+
+    Example: cmx predict genes.fa --model run/ -o predictions.tsv
+
+    Example: cmx predict calls.vcf.gz --reference ref.fa --model ft/ -o scored.vcf.gz
+    """
+    reporter = Reporter(quiet)
+    if input_path.lower().endswith(VCF_SUFFIXES):
+        if variants.reference is None:
+            raise click.UsageError("scoring a VCF needs --reference genome.fa")
+        if options["label_regex"] or options["labels_table"]:
+            raise click.UsageError("--label-regex and --labels are for FASTA input")
+        from cmx_cli.pipelines import predict_vcf
+
+        config = predict_vcf.PredictVcfConfig(
+            vcf=input_path, variants=variants, model=model, output=output, tsv=options["tsv"],
+            split_multiallelic=options["split_multiallelic"], info_id=options["info_id"],
+            average_strands=average_strands, group_field=options["group_field"],
+            group=options["group"], max_tokens=options["max_tokens"], runtime=runtime,
+            command=typed_command_line())
+        with compile_failures_as_user_errors():
+            summary = predict_vcf.run(config, reporter)
+        render.variant_scores(summary, reporter)
+        return summary
+    if (variants.reference or variants.regions or variants.window or variants.contig_map
+            or options["tsv"] or options["split_multiallelic"] or options["group_field"]
+            or options["group"]):
+        raise click.UsageError("--reference, --region, --window, --tsv, --contig-map, "
+                               "--split-multiallelic, --group-field and --group are for VCF/BCF "
+                               "input")
+    from cmx_cli.pipelines import predict_fasta
+
+    config = predict_fasta.PredictFastaConfig(
+        fasta=input_path, model=model, output=output, average_strands=average_strands,
+        label_regex=options["label_regex"], labels_table=options["labels_table"],
+        max_tokens=options["max_tokens"], runtime=runtime)
+    with compile_failures_as_user_errors():
+        result = predict_fasta.run(config, reporter)
+    render.fasta_predictions(result, reporter)
+    return result
+
+
+@cli.command()
+@model_option("Run directory of `cmx pretrain`.")
+@fasta_option("--fasta", "FASTA to score (plain or bgzip).", multiple=False, required=True)
+@mask_option(None, "Probability that a base is selected. [default: the model's]")
+@click.option("--max-bases", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Score at most this many bases (fixed random segments of long records).")
+@seed_option("Seed of segments and masks.")
+@JSON_OUTPUT
+@max_tokens_option(16384, "Larger batches need more memory.")
+@runtime_options(compile_blocks=False)
+def evaluate(runtime: Runtime, as_json: bool, **options: Any) -> Any:
+    """Print masked-base metrics of a pretrained model on any FASTA, beside its baselines.
+
+    The top-level numbers are on the positions replaced by the MASK token; the baselines
+    were fitted on the model's own training data.
+
+    Example: cmx evaluate --model pre/ --fasta other.fa --mask 0.3 --json
+    """
+    from cmx_cli.pipelines import evaluate as pipeline
+
+    result = pipeline.run(pipeline.EvaluateConfig(runtime=runtime, **options))
+    render.evaluation(result, as_json)
+    return result
+
+
+def _length_list(ctx, param, value: str) -> tuple:
+    try:
+        lengths = tuple(int(float(part)) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of lengths") from None
+    if not lengths or min(lengths) < 1:
+        raise click.BadParameter("give one or more lengths of at least 1")
+    return lengths
+
+
+@cli.command()
+@click.option("--lengths", default="1000,16384,131072,1000000", show_default=True,
+              callback=_length_list,
+              help="Single-sequence lengths to measure, comma-separated (1e6 works).")
+@click.option("--packed-tokens", type=click.IntRange(min=16), default=16384, show_default=True,
+              help="Tokens of the packed batch of variable lengths.")
+@click.option("--mean-length", type=click.IntRange(min=16), default=1000, show_default=True,
+              help="Mean of the packed batch's log-normal lengths (the adding problem's λ).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs per case (the median is reported), after one warm-up run; "
+                   "more when they would take under 2 s, fewer when over a minute.")
+@encoder_shape_options()
+@CHECKPOINTING
+@click.option("--roll-reference/--no-roll-reference", "--reference/--no-reference",
+              "roll_reference", cls=AliasedOption,
+              hidden_aliases=("--reference", "--no-reference"), default=True, show_default=True,
+              help="Also time the network with the authors' rotation (one torch.roll per "
+                   "sequence and track) on the packed batch.")
+@click.option("--attention/--no-attention", default=True, show_default=True,
+              help="Also time the dot-product attention baseline of the same width and depth.")
+@click.option("--attention-seconds", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Stop an attention case after this many seconds; longer ones are skipped.")
+@JSON_OUTPUT
+@runtime_options()
+@QUIET
+def bench(shape: EncoderShape, runtime: Runtime, as_json: bool, quiet: bool,
+          **options: Any) -> dict:
+    """Measure training and inference speed and peak memory on this machine.
+
+    Each case runs in its own process, so its peak memory is its own and running out of
+    memory is reported, not fatal (on the CPU a case may use only the memory free when it
+    starts). Also measures the rotation against a plain copy, the
+    block MLP against plain matrix products, the speed-up over a per-sequence torch.roll
+    rotation, and a dot-product attention baseline of the same width and depth. The runs
+    compared with each other take turns in one process, so that both sides of a ratio see
+    the same machine.
+
+    Example: cmx bench --lengths 131072,1000000 --checkpointing --no-attention --json
+    """
+    from cmx_cli.pipelines import bench as pipeline
+
+    reporter = Reporter(quiet or as_json)
+    results = pipeline.run(pipeline.BenchConfig(shape=shape, runtime=runtime, **options),
+                           reporter)
+    render.bench_results(results, as_json, reporter)
+    return results
+
+
+@cli.command()
+@out_option("Directory for the demo's data, runs and predictions.", default=Path("cmx-demo"))
+@runtime_options(precision=False, compile_blocks=False)
+@QUIET
+def demo(out: Path, runtime: Runtime, quiet: bool) -> Any:
+    """Run the whole cmx cycle on bundled data: pretrain, train, finetune, predict.
+
+    Copies the bundled files into --out, then: pretrains an encoder on 600 kb of the
+    Ustilago maydis genome; trains a Klebsiella vs Acinetobacter classifier on capsule
+    genes and predicts genes from held-out loci; fine-tunes the encoder to tell amino-acid
+    changing SNVs from synonymous ones (train chr01, test chr04); and scores the VCF back.
+    Each step prints the command that does it. Takes a few minutes on a laptop CPU.
+
+    Example: cmx demo --out cmx-demo
+    """
+    from cmx_cli.pipelines import demo as pipeline
+
+    def execute(argv: list[str]) -> Any:
+        return cli.main(args=argv, prog_name="cmx", standalone_mode=False)
+
+    return pipeline.run(pipeline.DemoConfig(str(out), runtime.device, quiet), execute,
+                        Reporter(quiet))

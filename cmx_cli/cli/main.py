@@ -1,0 +1,88 @@
+"""The `cmx` command group and its entry point: every error becomes one line and an exit code.
+
+Exit codes: 0 done, 1 bad data (:class:`~cmx_cli.errors.CmxError`) or an internal error,
+2 a wrong command line, 130 interrupted. Tracebacks only with ``--debug``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+import click
+
+from cmx_cli import __version__
+from cmx_cli.training.loop import TrainingInterrupted
+
+#: Where the command line as typed is kept, in the context's meta (shared by subcommands).
+ARGV_KEY = "cmx.argv"
+
+
+class CommandGroup(click.Group):
+    """The `cmx` group; it remembers the command line it parsed, so that a command can
+    record how it was run (``##cmx_command`` in a scored VCF) even when it did not come from
+    ``sys.argv`` (the demo runs its steps through this parser)."""
+
+    def make_context(self, info_name: Optional[str], args: list[str],
+                     parent: Optional[click.Context] = None, **extra: Any) -> click.Context:
+        typed = list(args)
+        context = super().make_context(info_name, args, parent, **extra)
+        context.meta[ARGV_KEY] = typed
+        return context
+
+
+@click.group(cls=CommandGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cmx")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Train and apply ChordMixer networks to DNA sequences of any length.
+
+    No padding, no truncation, no chunking: every sequence is read whole.
+
+    Example: cmx train --fasta Klebsiella.fa --fasta Acinetobacter.fa --out run/
+    """
+
+
+def typed_command_line() -> str:
+    """The command line of the running command, as it was typed (``cmx predict ...``)."""
+    import shlex
+
+    argv = click.get_current_context().meta.get(ARGV_KEY, sys.argv[1:])
+    return "cmx " + shlex.join(argv)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning errors into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:]
+    # Under torchrun every process reports its own errors; rank 0's stay unmarked.
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+    rank_prefix = "" if rank == "0" else f"[rank {rank}] "
+    try:
+        cli.main(standalone_mode=False)
+    except click.ClickException as error:
+        if debug:
+            raise
+        if rank_prefix:
+            click.echo(f"{rank_prefix}Error: {error.format_message()}", err=True)
+        else:
+            error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as error:
+        sys.exit(error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except TrainingInterrupted as error:
+        command = next((word for word in sys.argv[1:] if not word.startswith("-")), "train")
+        hint = (f"continue with `cmx {command} --resume --out {error.run_dir}`" if error.epoch
+                else "start the run again")
+        click.echo(f"{rank_prefix}Interrupted: {error}. Hint: {hint}.", err=True)
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - last line of defence against tracebacks
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        click.echo(f"{rank_prefix}Error: internal error: {type(error).__name__}: {message}. "
+                   "Hint: rerun with --debug for the traceback and report it.", err=True)
+        sys.exit(1)

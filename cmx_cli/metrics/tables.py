@@ -1,0 +1,88 @@
+"""How metrics are shown: rich tables of models side by side, "–" where a metric is undefined."""
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.table import Table
+
+#: Shown in tables where a metric is undefined.
+MISSING = "–"
+
+
+def _format(value: Optional[float]) -> str:
+    """Three decimals, or a dash where the metric is undefined."""
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def metrics_table(title: str, rows: dict[str, dict]) -> Table:
+    """Build a table with one row per model, e.g. "cmx" and "k-mer baseline".
+
+    Args:
+        title: Table title, e.g. the split evaluated.
+        rows: Model name to a :func:`classification_metrics` result.
+
+    Returns:
+        A rich table with columns model, n, ROC-AUC, PR-AUC, accuracy, balanced accuracy.
+    """
+    return comparison_table(title, rows, (("ROC-AUC", "roc_auc"), ("PR-AUC", "pr_auc"),
+                                          ("accuracy", "accuracy"),
+                                          ("balanced accuracy", "balanced_accuracy")))
+
+
+def comparison_table(title: str, rows: dict[str, dict], columns) -> Table:
+    """One row per model, one column per metric, n first; "–" where a metric is undefined.
+
+    Args:
+        title: Table title.
+        rows: Model name to its metrics dict (with an ``n`` key).
+        columns: (header, metric key) pairs.
+
+    Returns:
+        A rich table.
+    """
+    table = Table(title=title)
+    table.add_column("model")
+    for header in ("n", *(header for header, _ in columns)):
+        table.add_column(header, justify="right")
+    for name, metrics in rows.items():
+        table.add_row(name, f"{metrics.get('n', 0):,}",
+                      *(_format(metrics.get(key)) for _, key in columns))
+    return table
+
+
+def length_table(title: str, bins: list[dict]) -> Table:
+    """Build a table of ROC-AUC by length percentile from :func:`metrics_by_length`.
+
+    Args:
+        title: Table title.
+        bins: The bins, shortest first.
+
+    Returns:
+        A rich table with columns percentiles, length (bp), n, ROC-AUC.
+    """
+    table = Table(title=title)
+    table.add_column("percentiles")
+    for header in ("length (bp)", "n", "ROC-AUC"):
+        table.add_column(header, justify="right")
+    for row in bins:
+        table.add_row(
+            row["percentiles"],
+            f"{row['min_length']:,}–{row['max_length']:,}",
+            f"{row['n']:,}",
+            _format(row["roc_auc"]),
+        )
+    return table
+
+
+def mlm_table(title: str, rows: dict[str, dict]) -> Table:
+    """Build a table with one row per model, e.g. "cmx", "unigram" and "5-mer Markov".
+
+    Args:
+        title: Table title, e.g. "validation, MASK positions".
+        rows: Model name to a :meth:`MlmMetrics.result` (or any group of it).
+
+    Returns:
+        A rich table with columns model, n, bits/base, perplexity, accuracy.
+    """
+    return comparison_table(title, rows, (("bits/base", "bits_per_base"),
+                                          ("perplexity", "perplexity"), ("accuracy", "accuracy")))

@@ -1,0 +1,245 @@
+"""The run skeleton of every training command (`cmx train`, `pretrain`, `finetune`).
+
+:func:`run_job` does what the three share, in this order: check the run directory, pick the
+device and precision, let the job read its data, write the run's config and split (or check
+them on ``--resume``), build the seeded model (from a pretrained encoder when asked), fit it
+with :func:`~cmx_cli.training.loop.fit`, reload the best checkpoint, let the job evaluate it
+beside its baseline, and write metrics.json. A job (:class:`TrainingJob`) supplies only its
+data, its model, its task, its evaluation and its summary line.
+
+Under ``torchrun`` every process runs the skeleton; only rank 0 writes and evaluates.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+import torch
+from torch import nn
+
+from cmx_cli import __version__
+from cmx_cli.console import Reporter
+from cmx_cli.data.split import SplitTable
+from cmx_cli.errors import CmxError
+from cmx_cli.io.checkpoint import LAST, Checkpoint, load_checkpoint
+from cmx_cli.io.run_dir import CONFIG_NAME, METRICS_NAME, check_run_dir, write_json
+from cmx_cli.runtime import resolve_precision, seeded
+from cmx_cli.settings import EncoderStart, EncoderShape, to_dict
+from cmx_cli.tasks.masked_bases import load_encoder
+from cmx_cli.training.distributed import SINGLE, Processes
+from cmx_cli.training.loop import FitResult, Task, fit
+from models import ChordMixerConfig, set_compiled
+
+SPLIT_NAME = "split.tsv"
+
+
+@dataclass
+class RunResult:
+    """Outcome of a training run.
+
+    Attributes:
+        run_dir: The run directory.
+        metrics: What metrics.json holds.
+        summary: The closing line for people.
+        fit: How training went.
+    """
+
+    run_dir: Path
+    metrics: dict
+    summary: str
+    fit: FitResult
+
+
+@dataclass
+class NewModel:
+    """What a job builds: the network, and where its encoder's weights come from."""
+
+    model: nn.Module
+    encoder_state: Optional[dict] = None  # pretrained encoder weights (``--init``)
+    freeze_encoder: bool = False
+
+
+class TrainingJob(Protocol):
+    """What a training command supplies to :func:`run_job`.
+
+    ``config`` has ``out``, ``runtime`` (:class:`~cmx_cli.settings.Runtime`) and ``training``
+    (:class:`~cmx_cli.settings.TrainingSettings`); it is saved as config.json.
+    """
+
+    config: Any
+    #: The checkpoint kind (:mod:`cmx_cli.io.checkpoint`).
+    kind: str
+
+    def read_data(self, reporter: Reporter) -> Optional[SplitTable]:
+        """Read and split the data (before the run directory exists); the split to save in
+        split.tsv, or None for a job without one."""
+
+    def describe_data(self) -> str:
+        """What will be trained on, in one line."""
+
+    def build_model(self, reporter: Reporter) -> NewModel:
+        """The untrained network (called under a fixed seed)."""
+
+    def checkpoint(self, model: nn.Module, state_dict: dict,
+                   training_state: Optional[dict]) -> Checkpoint:
+        """A checkpoint of the model's weights (and the training state, for ``last.pt``)."""
+
+    def task(self, device: torch.device, precision: str) -> Task:
+        """Batches, loss and validation for the loop."""
+
+    def evaluate(self, model: nn.Module, device: torch.device, precision: str,
+                 reporter: Reporter) -> dict:
+        """The best model's held-out metrics beside its baseline: the entries of
+        metrics.json between ``cmx_version`` and ``training`` (an optional ``training``
+        entry is added to the training block)."""
+
+    def summary(self, metrics: dict, fit_result: FitResult, run_dir: Path, seconds: float) -> str:
+        """The closing line."""
+
+
+def run_job(job: TrainingJob, reporter: Optional[Reporter] = None, resume: bool = False,
+            processes: Processes = SINGLE) -> Optional[RunResult]:
+    """Train and evaluate a job's model in its run directory (module docstring).
+
+    Args:
+        job: The command's data, model, task and evaluation.
+        reporter: Where people-facing output goes (silent by default).
+        resume: Continue the run in ``job.config.out`` from its ``last.pt``.
+        processes: The training processes under ``torchrun``; only rank 0 writes the run
+            directory, evaluates and returns a result (the others return None).
+
+    Returns:
+        The run's outcome, with the metrics written to metrics.json.
+
+    Raises:
+        CmxError: For bad input, a run directory in the way, or a resume that does not fit.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    config = job.config
+    started = time.monotonic()
+    run_dir = check_run_dir(Path(config.out), resume)
+    processes.barrier()  # every process has checked --out before rank 0 creates it
+    device = processes.device(config.runtime.device)
+    precision = resolve_precision(config.runtime.precision, device)
+    split = job.read_data(reporter)
+    if resume:
+        if split is not None and not split.saved_in(run_dir / SPLIT_NAME):
+            raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's "
+                           "split", "resume with the same input files, or start a new run.")
+    elif processes.is_main:
+        # Created only once the data have been read, so bad input leaves no empty run behind.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if split is not None:
+            split.write(run_dir / SPLIT_NAME)
+        write_json(run_dir / CONFIG_NAME, to_dict(config))
+    reporter.note(f"{job.describe_data()}; device {device}, {precision}")
+
+    with seeded(config.training.seed):
+        new = job.build_model(reporter)
+    model = new.model
+    if new.encoder_state is not None and not resume:
+        model.encoder.load_state_dict(new.encoder_state)
+    if new.freeze_encoder:
+        freeze_(model.encoder)
+    resume_state = None
+    if resume:
+        last = load_checkpoint(run_dir, job.kind, name=LAST)
+        model.load_state_dict(last.state_dict)
+        resume_state = last.training_state
+    set_compiled(model, config.runtime.compile_blocks)
+    model.to(device)
+    def make_checkpoint(state_dict: dict, training_state: Optional[dict]) -> Checkpoint:
+        return job.checkpoint(model, state_dict, training_state)
+
+    fit_result = fit(model, job.task(device, precision), config.training, run_dir, device,
+                     precision, reporter, make_checkpoint, resume_state, processes)
+    if not processes.is_main:
+        return None
+
+    model.load_state_dict(load_checkpoint(run_dir, job.kind).state_dict)
+    evaluation = job.evaluate(model, device, precision, reporter)
+    training = {**training_block(fit_result, model, device, precision),
+                **evaluation.pop("training", {})}
+    metrics = {"cmx_version": __version__, **evaluation, "training": training,
+               "warnings": list(reporter.warnings)}
+    write_json(run_dir / METRICS_NAME, metrics)
+    reporter.warnings_saved_to = str(run_dir / METRICS_NAME)
+    summary = job.summary(metrics, fit_result, run_dir, time.monotonic() - started)
+    return RunResult(run_dir, metrics, summary, fit_result)
+
+
+def training_block(fit_result: FitResult, model: nn.Module, device: torch.device,
+                   precision: str) -> dict:
+    """The ``training`` entry of metrics.json: how the run went and what it trained."""
+    return {
+        "epochs_completed": fit_result.epochs_completed, "steps": fit_result.steps,
+        "best_epoch": fit_result.best_epoch, "stopped_because": fit_result.stopped_because,
+        "seconds": round(fit_result.seconds, 2), "device": str(device), "precision": precision,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "model_config": model.config.to_dict(),
+    }
+
+
+def encoder_config(shape: EncoderShape, start: EncoderStart, longest: int, what: str,
+                   reporter: Reporter) -> tuple[ChordMixerConfig, Optional[dict]]:
+    """A new encoder's config sized for the data, or a pretrained one's config and weights.
+
+    Args:
+        shape: The shape flags (used without ``--init``).
+        start: ``--init`` and ``--freeze-encoder``.
+        longest: The longest input, in bp.
+        what: What an input is, for the warning (``sequence``, ``window``).
+        reporter: Warns when the pretrained encoder was sized for shorter inputs.
+    """
+    if not start.init:
+        return shape.encoder(longest), None
+    config, state = load_encoder(start.init)
+    if longest > config.max_len:
+        reporter.warn(f"the longest {what} ({longest:,} bp) exceeds the pretrained encoder's "
+                      f"max_len ({config.max_len:,} bp); longer inputs get a partial "
+                      "receptive field")
+    return config, state
+
+
+def freeze_(module: nn.Module) -> nn.Module:
+    """Stop training ``module``'s parameters (in place)."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module
+
+
+def closing_line(command: str, metrics: dict, baseline_key: str, baseline_name: str,
+                 unit: str, fit_result: FitResult, run_dir: Path, seconds: float) -> str:
+    """The summary line of a supervised run: held-out ROC-AUC beside its baseline (on the
+    test set, else the validation set), and how training went.
+
+    Args:
+        command: e.g. ``cmx train``.
+        metrics: The run's metrics.json content, with ``model`` and ``baseline_key`` entries.
+        baseline_key: The baseline's key in ``metrics``.
+        baseline_name: How the line names the baseline.
+        unit: What was scored (``sequences``, ``variants``).
+        fit_result: How training went.
+        run_dir: The run directory.
+        seconds: Wall time of the whole run.
+    """
+    split = held_out_split(metrics)
+    model, baseline = metrics["model"].get(split), metrics[baseline_key].get(split)
+
+    def auc(values: Optional[dict]) -> str:
+        return "n/a" if not values or values["roc_auc"] is None else f"{values['roc_auc']:.3f}"
+
+    held_out = (f"no held-out {unit}" if model is None else
+                f"{split} ROC-AUC {auc(model)} ({baseline_name} {auc(baseline)}) on "
+                f"{model['n']:,} {unit}")
+    return (f"{command}: {held_out}; best epoch {fit_result.best_epoch} of "
+            f"{fit_result.epochs_completed}, stopped by {fit_result.stopped_because}; "
+            f"{seconds:.0f} s; run in {run_dir}")
+
+
+def held_out_split(metrics: dict) -> str:
+    """The split a supervised run reports: test when it has one, else validation."""
+    return "test" if "test" in metrics["model"] else "val"
