@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pysam
 import pytest
@@ -15,6 +16,17 @@ def _run_cmx(*arguments, cwd=None):
     """Run `python -m cmx_cli` in a subprocess, through the real entry point."""
     return subprocess.run([sys.executable, "-m", "cmx_cli", *map(str, arguments)],
                           capture_output=True, text=True, cwd=cwd, timeout=1200)
+
+
+def test_every_folder_of_the_code_is_an_installed_package():
+    from setuptools import find_packages
+
+    root = Path(__file__).parent.parent
+    folders = {".".join(path.relative_to(root).parts) for top in ("cmx_cli", "models")
+               for path in [root / top, *(root / top).rglob("*")]
+               if path.is_dir() and path.name != "__pycache__" and any(path.glob("*.py"))}
+    assert folders <= set(find_packages(str(root), include=["cmx_cli", "cmx_cli.*", "models",
+                                                            "models.*"]))
 
 
 def test_version():
