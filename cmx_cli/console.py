@@ -7,6 +7,7 @@ they are shown live when interactive, and their count is added to the summary li
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator, Optional
 
 from rich.console import Console
@@ -24,10 +25,16 @@ from rich.progress import (
 class Reporter:
     """Routes messages for people to stderr according to ``--quiet`` and the terminal.
 
+    The newest reporter also takes the warnings that code without a reporter (file readers)
+    logs on the ``cmx_cli`` logger.
+
     Args:
         quiet: Suppress everything but errors and the summary line.
         console: A rich console on stderr (tests pass their own).
     """
+
+    #: The reporter that receives the ``cmx_cli`` logger's warnings.
+    current: Optional["Reporter"] = None
 
     def __init__(self, quiet: bool = False, console: Optional[Console] = None) -> None:
         self.console = console or Console(stderr=True)
@@ -36,6 +43,7 @@ class Reporter:
         self.warnings: list[str] = []
         #: Where the warnings are saved (a run's metrics.json), if anywhere.
         self.warnings_saved_to: Optional[str] = None
+        Reporter.current = self
 
     def note(self, message: str) -> None:
         """A line of context (what was read, where the run goes)."""
@@ -108,3 +116,17 @@ class _LiveProgress:
     def advance(self, steps: int = 1, status: str = "") -> None:
         """Move the bar and update the status text (loss, tokens/s)."""
         self.bar.update(self.task, advance=steps, status=status)
+
+
+class _ToReporter(logging.Handler):
+    """Hands the ``cmx_cli`` logger's warnings to the current :class:`Reporter`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if Reporter.current is not None:
+            Reporter.current.warn(record.getMessage())
+
+
+_LOG = logging.getLogger("cmx_cli")
+_LOG.addHandler(_ToReporter())
+_LOG.setLevel(logging.WARNING)
+_LOG.propagate = False

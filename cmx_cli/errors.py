@@ -52,3 +52,10 @@ class CmxError(click.ClickException):
         """
         where = f"{path}" if record is None else f"{path}, record '{record}'"
         return cls(f"{where}: {problem}", hint)
+
+
+class CmxUsageError(CmxError):
+    """A flag that cannot work here (``--device cuda`` without a GPU, say): exit status 2,
+    as for a wrong command line."""
+
+    exit_code = 2

@@ -5,7 +5,7 @@ import contextlib
 
 import torch
 
-from cmx_cli.errors import CmxError
+from cmx_cli.errors import CmxError, CmxUsageError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -16,7 +16,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CmxError(
+        raise CmxUsageError(
             f"--device {name}: no CUDA device is available",
             "use --device cpu, or check the NVIDIA driver and the CUDA build of torch.",
         )

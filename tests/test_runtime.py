@@ -19,7 +19,7 @@ def test_cuda_without_cuda_is_a_user_error(name):
     assert f"--device {name}" in message
     assert "Hint:" in message
     assert "--device cpu" in message
-    assert error.value.exit_code == 1
+    assert error.value.exit_code == 2  # a flag that cannot work here: a usage error
 
 
 @no_cuda

@@ -23,6 +23,7 @@ import torch
 from cmx_cli.alphabet import N_BASES
 from cmx_cli.data.masking import MaskedSequence
 from cmx_cli.errors import CmxError
+from cmx_cli.io.checkpoint import load_plain_data
 from cmx_cli.io.output import atomic_output
 from cmx_cli.metrics.masked_bases import MlmMetrics
 
@@ -226,9 +227,14 @@ def load_baselines(run_dir: Path) -> tuple[UnigramModel, MarkovModel]:
     if not path.is_file():
         raise CmxError(f"{path}: no fitted baselines in this run",
                        "pass the run directory of a finished `cmx pretrain`.")
-    payload = torch.load(path, weights_only=True)
-    unigram = UnigramModel(payload["unigram_pseudocount"])
-    unigram.counts = payload["unigram_counts"].numpy()
-    markov = MarkovModel(payload["markov_order"], payload["markov_pseudocount"])
-    markov.counts = [table.numpy() for table in payload["markov_counts"]]
+    hint = "the run directory is damaged: run `cmx pretrain` again, or restore the file"
+    payload = load_plain_data(path, "the fitted baselines of `cmx pretrain`", hint)
+    try:
+        unigram = UnigramModel(payload["unigram_pseudocount"])
+        unigram.counts = payload["unigram_counts"].numpy()
+        markov = MarkovModel(payload["markov_order"], payload["markov_pseudocount"])
+        markov.counts = [table.numpy() for table in payload["markov_counts"]]
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise CmxError(f"{path}: damaged baselines ({type(error).__name__}: {error})",
+                       hint) from error
     return unigram, markov

@@ -8,12 +8,13 @@ from typing import Any
 import click
 
 from cmx_cli.cli import render
-from cmx_cli.cli.main import cli, typed_command_line
+from cmx_cli.cli.main import cli, on_interrupt, typed_command_line
 from cmx_cli.cli.options import (
     CHECKPOINTING, JSON_OUTPUT, QUIET, AliasedOption, fasta_option, group_field_option,
     encoder_shape_options, label_regex_option, labels_option, mask_option, max_tokens_option,
     model_option, out_option, runtime_options, seed_option, variant_input_options)
 from cmx_cli.console import Reporter
+from cmx_cli.io.sniff import input_kind
 from cmx_cli.runtime import compile_failures_as_user_errors
 from cmx_cli.settings import Runtime, EncoderShape, VariantInput
 
@@ -54,6 +55,8 @@ def predict(input_path: str, model: str, output: str, average_strands: bool,
     FASTA (a `cmx train` model): a TSV with name, length, predicted and one p_<label>
     column per class, in input order, streamed so memory stays flat.
 
+    The input's kind is read from its content, whatever its name.
+
     VCF/BCF (with --reference): every record kept, with a score per ALT allele in
     INFO/CMX, or a TSV with --tsv. A `cmx finetune` model gives the probability of label
     1; a `cmx pretrain` model gives zero-shot SNV scores.
@@ -63,7 +66,13 @@ def predict(input_path: str, model: str, output: str, average_strands: bool,
     Example: cmx predict calls.vcf.gz --reference ref.fa --model ft/ -o scored.vcf.gz
     """
     reporter = Reporter(quiet)
-    if input_path.lower().endswith(VCF_SUFFIXES):
+    on_interrupt("cmx predict stopped before it finished; "
+                 + ("what it wrote to standard output is incomplete" if output == "-" else
+                    f"nothing was written to {output} (an output appears only when complete)"))
+    # By content (a VCF named calls.txt is a VCF); by name when the content says nothing.
+    kind = input_kind(Path(input_path)) or (
+        "vcf" if input_path.lower().endswith(VCF_SUFFIXES) else "fasta")
+    if kind in ("vcf", "bcf"):
         if variants.reference is None:
             raise click.UsageError("scoring a VCF needs --reference genome.fa")
         if options["label_regex"] or options["labels_table"]:

@@ -16,6 +16,13 @@ from cmx_cli.training.loop import TrainingInterrupted
 
 #: Where the command line as typed is kept, in the context's meta (shared by subcommands).
 ARGV_KEY = "cmx.argv"
+#: What an interrupted command says it left behind (set by the command, see on_interrupt).
+_interrupted = {"message": "cmx stopped before it finished"}
+
+
+def on_interrupt(message: str) -> None:
+    """What to say when Ctrl-C stops the running command: what it had done, what it left."""
+    _interrupted["message"] = message
 
 
 class CommandGroup(click.Group):
@@ -71,7 +78,7 @@ def main() -> None:
     except click.exceptions.Exit as error:
         sys.exit(error.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        click.echo("Aborted.", err=True)
+        click.echo(f"{rank_prefix}Interrupted: {_interrupted['message']}.", err=True)
         sys.exit(130)
     except TrainingInterrupted as error:
         command = next((word for word in sys.argv[1:] if not word.startswith("-")), "train")

@@ -10,11 +10,13 @@ A renamed option keeps its old spelling as a hidden alias (:class:`AliasedOption
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import click
 
+from cmx_cli.io.labels import parse_fasta_argument
 from cmx_cli.runtime import DEVICES, PRECISIONS
 from cmx_cli.settings import (
     EncoderStart, HeldOut, Runtime, TrainingSettings, EncoderShape, VariantInput)
@@ -73,6 +75,27 @@ def _parameter_names(options: Sequence[Decorator]) -> list[str]:
     return [parameter.name for parameter in probe.__click_params__]  # type: ignore[attr-defined]
 
 
+# ---- input paths ----------------------------------------------------------------------------
+
+def absolute(ctx: Optional[click.Context], param: Any, value: Any) -> Any:
+    """A callback that makes input paths absolute (one, several, or none), so that a run's
+    config.json means the same files from any directory."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return tuple(absolute(ctx, param, item) for item in value)
+    return os.path.abspath(value)
+
+
+def absolute_labelled(ctx: Optional[click.Context], param: Any, value: Any) -> Any:
+    """:func:`absolute` for ``PATH[:LABEL]`` arguments: the path part, label kept."""
+    if isinstance(value, (tuple, list)):
+        return tuple(absolute_labelled(ctx, param, item) for item in value)
+    source = parse_fasta_argument(value)
+    path = os.path.abspath(source.path)
+    return f"{path}:{source.label}" if source.label else path
+
+
 # ---- single options shared by several commands --------------------------------------------
 
 QUIET = click.option("--quiet", "-q", is_flag=True,
@@ -97,7 +120,8 @@ def out_option(help: str, default: Optional[Path] = None) -> Decorator:
     """``--out``: the directory a command writes (required when it has no default)."""
     return click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
                         default=default, required=default is None,
-                        show_default=default is not None, help=help)
+                        show_default=default is not None, help=help,
+                        callback=lambda ctx, param, value: Path(os.path.abspath(value)))
 
 
 JSON_OUTPUT = click.option("--json", "as_json", is_flag=True,
@@ -109,7 +133,8 @@ def fasta_option(name: str, help: str, labelled: bool = False, multiple: bool = 
     """A FASTA input (plain or bgzip); ``labelled`` ones may carry a class: PATH[:LABEL]."""
     kind = None if labelled else click.Path(exists=True, dir_okay=False)
     return click.option(name, type=kind, multiple=multiple, required=required,
-                        metavar="PATH[:LABEL]" if labelled else None, help=help)
+                        metavar="PATH[:LABEL]" if labelled else None, help=help,
+                        callback=absolute_labelled if labelled else absolute)
 
 
 def label_regex_option(help: str) -> Decorator:
@@ -120,7 +145,7 @@ def label_regex_option(help: str) -> Decorator:
 def labels_option(help: str) -> Decorator:
     """``--labels``: a table of labels."""
     return click.option("--labels", "labels_table", type=click.Path(exists=True, dir_okay=False),
-                        help=help)
+                        callback=absolute, help=help)
 
 
 def group_field_option(help: str) -> Decorator:
@@ -130,7 +155,8 @@ def group_field_option(help: str) -> Decorator:
 
 def model_option(help: str) -> Decorator:
     """``--model``: a run directory or its model.pt."""
-    return click.option("--model", "-m", required=True, type=click.Path(exists=True), help=help)
+    return click.option("--model", "-m", required=True, type=click.Path(exists=True),
+                        callback=absolute, help=help)
 
 
 def mask_option(default: Optional[float], help: str) -> Decorator:
@@ -203,7 +229,7 @@ def encoder_start_options() -> Decorator:
     """``--init`` and ``--freeze-encoder`` → ``start: EncoderStart``."""
     return option_group(
         "start", EncoderStart,
-        click.option("--init", type=click.Path(exists=True),
+        click.option("--init", type=click.Path(exists=True), callback=absolute,
                      help="Start the encoder from a `cmx pretrain` run; it fixes the encoder's "
                           "shape."),
         click.option("--freeze-encoder", is_flag=True,
@@ -267,14 +293,14 @@ def variant_input_options(window_default: Optional[int], window_help: str,
     return option_group(
         "variants", VariantInput,
         click.option("--reference", "-r", type=click.Path(exists=True, dir_okay=False),
-                     help=described("The reference FASTA (plain or bgzip) the variants were "
+                     callback=absolute, help=described("The reference FASTA (plain or bgzip) the variants were "
                                     "called against.")),
         click.option("--region", "regions", multiple=True, metavar="CHROM[:START-END]",
                      callback=lambda ctx, param, value: tuple(value),
                      help=described("Read only this region of the VCF (needs an index); "
                                     "repeat it, e.g. to shard a large VCF.")),
         click.option("--contig-map", type=click.Path(exists=True, dir_okay=False),
-                     help=described("TSV of VCF contig name and FASTA contig name (chr1/1 and "
+                     callback=absolute, help=described("TSV of VCF contig name and FASTA contig name (chr1/1 and "
                                     "chrM/MT are automatic).")),
         click.option("--ref-mismatch", type=click.Choice(["error", "warn", "skip"]),
                      default="skip", show_default=True,

@@ -14,7 +14,7 @@ from click.core import ParameterSource
 from cmx_cli.cli import render
 from cmx_cli.cli.main import cli
 from cmx_cli.cli.options import (
-    FLIP_STRANDS, QUIET, encoder_start_options, fasta_option, group_field_option,
+    FLIP_STRANDS, QUIET, absolute, encoder_start_options, fasta_option, group_field_option,
     held_out_options, label_regex_option, labels_option, mask_option, max_tokens_option,
     run_options, runtime_options, training_options, encoder_shape_options, variant_input_options)
 from cmx_cli.console import Reporter
@@ -257,7 +257,7 @@ def _contig_list(ctx, param, values) -> tuple:
 
 
 @cli.command()
-@click.option("--vcf", type=click.Path(exists=True, dir_okay=False),
+@click.option("--vcf", type=click.Path(exists=True, dir_okay=False), callback=absolute,
               help="Labelled variants: VCF, bgzipped VCF or BCF.")
 @variant_input_options(1000, "`cmx predict` uses the same by default.")
 @click.option("--label-field", metavar="KEY",

@@ -7,6 +7,8 @@ the optimizer and scheduler state and the epoch counters that ``--resume`` needs
 """
 from __future__ import annotations
 
+import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -77,15 +79,48 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+    """Write a checkpoint atomically (temporary file, flushed, then renamed), so that a
+    failed write leaves the previous checkpoint as it was.
+
+    The checkpoint is serialised in memory first: torch reports a failed write to a file as
+    a bare ``RuntimeError``, while writing the bytes ourselves gives the operating system's
+    error (a full device, say) to :func:`~cmx_cli.io.output.atomic_output`.
+    """
+    buffer = io.BytesIO()
+    torch.save(checkpoint.to_payload(), buffer)
     with atomic_output(path, "wb") as handle:
-        torch.save(checkpoint.to_payload(), handle)
+        handle.write(buffer.getbuffer())
+
+
+def load_plain_data(path: Path, what: str, hint: str) -> Any:
+    """Read a file written with ``torch.save`` of plain data, safely and quietly.
+
+    ``weights_only=True`` refuses anything but tensors and plain containers. torch's
+    warnings about foreign files, and its advice to load them unsafely, are not for cmx's
+    users: a file that does not load is one error line that names it.
+
+    Raises:
+        CmxError: ``"{path}: not {what} (...)"`` with ``hint``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types on foreign files
+        raise CmxError(f"{path}: not {what} ({type(error).__name__})", hint) from error
 
 
 def resolve_checkpoint_path(path: Union[str, Path], name: str = BEST) -> Path:
     """A run directory means its ``model.pt`` (or ``name``); a file means itself."""
     path = Path(path)
     return path / name if path.is_dir() else path
+
+
+def model_files(path: Union[str, Path]) -> list[Path]:
+    """What ``--model`` names: a checkpoint file, or every file of a run directory (for
+    checks that no output replaces one of them)."""
+    path = Path(path)
+    return sorted(entry for entry in path.iterdir() if entry.is_file()) if path.is_dir() else [path]
 
 
 def load_checkpoint(
@@ -107,14 +142,9 @@ def load_checkpoint(
             f"{file}: no such checkpoint",
             "pass a run directory made by `cmx train` (it holds model.pt) or a .pt file.",
         )
-    try:
-        payload: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types on foreign files
-
-        raise CmxError(
-            f"{file}: not a cmx checkpoint ({type(error).__name__})",
-            "pass the model.pt of a cmx run directory; cmx loads no other model files.",
-        ) from error
+    payload = load_plain_data(
+        file, "a cmx checkpoint",
+        "pass the model.pt of a cmx run directory; cmx loads no other model files.")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CmxError(
             f"{file}: not a cmx checkpoint (no cmx format marker)",

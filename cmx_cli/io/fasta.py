@@ -8,7 +8,7 @@ where there is one, the record.
 """
 from __future__ import annotations
 
-import gzip
+import contextlib
 import os
 import re
 import struct
@@ -22,15 +22,15 @@ import pyfaidx
 
 from cmx_cli import alphabet
 from cmx_cli.errors import CmxError
-from cmx_cli.io.fasta_index import index_paths
+from cmx_cli.io.fasta_index import choose_index, marked_index
+from cmx_cli.io.sniff import (
+    BYTE_ORDER_MARK, GZIP_MAGIC, bgzf_name, content_head, guess_kind, is_bgzf, raw_head)
 
 PathLike = Union[str, os.PathLike]
 
 #: Suffixes that make pyfaidx read a file through Bio.bgzf; any other name is read as text.
 BGZF_SUFFIXES = (".gz", ".bgz")
 DNA_ONLY_HINT = "cmx reads DNA only (A C G T, N and IUPAC codes); remove protein or gapped records"
-_GZIP_MAGIC = b"\x1f\x8b"
-_SNIFF_BYTES = 4096
 # What pyfaidx raises (or lets through from Bio.bgzf, zlib and the codecs) on a bad file.
 _READ_ERRORS = (
     pyfaidx.FastaIndexingError,
@@ -70,7 +70,9 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
 
     The index goes beside the file unless the directory is read-only; then it goes to
     ``$XDG_CACHE_HOME/cmx/fai/`` (or ``~/.cache/cmx/fai/``, or a private temporary
-    directory), under a name derived from the file's absolute path, size and mtime.
+    directory), under a name derived from the file's absolute path, size and mtime. An
+    existing index is used only when it describes the file as it is
+    (:mod:`cmx_cli.io.fasta_index`).
 
     Args:
         path: The FASTA file.
@@ -84,19 +86,20 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
             duplicate record names or inconsistent line lengths.
     """
     path = Path(path)
-    bgzf = _check_file(path)
-    indexname, gzi_indexname = index_paths(path, bgzf)
+    bgzf, marked = _check_file(path)
     try:
+        index = marked_index(path) if marked else choose_index(path, bgzf)
         return pyfaidx.Fasta(
             str(path),
-            indexname=str(indexname),
-            gzi_indexname=str(gzi_indexname) if bgzf else None,
+            indexname=str(index.fai),
+            gzi_indexname=str(index.gzi) if bgzf else None,
             as_raw=True,
             sequence_always_upper=False,
             read_long_names=False,
             duplicate_action="stop",
-            rebuild=True,  # an index older than the FASTA is rebuilt
-            build_index=True,
+            # An index that exists was checked against the file (whatever its mtime says).
+            rebuild=index.build,
+            build_index=index.build,
         )
     except _READ_ERRORS as error:
         raise _translate(path, error) from error
@@ -254,8 +257,9 @@ def _description(fasta: pyfaidx.Fasta, name: str) -> str:
     return line.rstrip()
 
 
-def _check_file(path: Path) -> bool:
-    """Check that a path is a non-empty, FASTA-looking file; return whether it is BGZF."""
+def _check_file(path: Path) -> tuple[bool, bool]:
+    """Check that a path is a non-empty, FASTA-looking file; return whether it is BGZF and
+    whether it starts with a UTF-8 byte-order mark."""
     if not path.exists():
         raise CmxError.in_record(
             path, None, "no such file", "check the path (inputs are PATH or PATH:LABEL)"
@@ -263,90 +267,58 @@ def _check_file(path: Path) -> bool:
     if path.is_dir():
         raise CmxError.in_record(path, None, "this is a directory, not a file", "give a FASTA file")
     try:
-        with path.open("rb") as handle:
-            head = handle.read(_SNIFF_BYTES)
+        head = raw_head(path)
     except OSError as error:
         raise CmxError.in_record(
             path, None, f"the file cannot be read ({error.strerror})", "check its permissions"
         ) from error
     if not head:
         raise CmxError.in_record(path, None, "the file is empty", _NOT_FASTA_HINT)
-    compressed = head.startswith(_GZIP_MAGIC)
-    content = _decompressed_head(path) if compressed else head
-    stripped = content.lstrip()
+    compressed = head.startswith(GZIP_MAGIC)
+    try:
+        content = content_head(path)
+    except (OSError, EOFError, zlib.error) as error:
+        raise CmxError.in_record(
+            path, None, f"the file cannot be decompressed ({_one_line(error)})",
+            "check that the file was completely written, or recompress it with `bgzip`",
+        ) from error
+    marked = content.startswith(BYTE_ORDER_MARK)
+    stripped = content[len(BYTE_ORDER_MARK):].lstrip() if marked else content.lstrip()
     if stripped and stripped[:1] not in (b">", b";"):
         raise CmxError.in_record(
-            path, None, f"the file is not FASTA: {_guess_kind(stripped)}", _NOT_FASTA_HINT
+            path, None, f"the file is not FASTA: {guess_kind(stripped)}", _NOT_FASTA_HINT
         )
+    if b"\r" in content and b"\n" not in content:
+        raise CmxError.in_record(
+            path, None, "its lines end in a carriage return (CR) only, the old Mac format, so "
+            "the whole file reads as one line",
+            f"convert the line ends, e.g. `tr '\\r' '\\n' < {path.name} > fixed.fa`")
     named_bgzf = path.name.lower().endswith(BGZF_SUFFIXES)
-    if compressed and not _is_bgzf(head):
+    if compressed and not is_bgzf(head):
         raise CmxError.in_record(
             path, None,
             "the file is compressed with plain gzip (not BGZF), so it cannot be indexed",
-            f"recompress it with `gunzip -c {path.name} | bgzip > {_bgzf_name(path)}`",
+            f"recompress it with `gunzip -c {path.name} | bgzip > {bgzf_name(path)}`",
         )
     if compressed and not named_bgzf:
         raise CmxError.in_record(
             path, None, "the file is BGZF-compressed but its name does not end in .gz or .bgz",
-            f"rename it, e.g. to {_bgzf_name(path, '.gz')}",
+            f"rename it, e.g. to {bgzf_name(path, '.gz')}",
         )
     if named_bgzf and not compressed:
         raise CmxError.in_record(
             path, None, "the name ends in .gz or .bgz but the file is not compressed",
             "rename it to end in .fa, or compress it with `bgzip`",
         )
-    return named_bgzf
+    if marked and compressed:
+        raise CmxError.in_record(
+            path, None, "the file starts with a UTF-8 byte-order mark inside its compression",
+            f"remove it: `zcat {path.name} | sed '1s/^\\xEF\\xBB\\xBF//' | bgzip > "
+            f"{bgzf_name(path)}`")
+    return named_bgzf, marked
 
 
 _NOT_FASTA_HINT = "give a FASTA file whose records start with a '>' header line"
-_MAGIC_KINDS = (
-    (b"##fileformat=VCF", "VCF"), (b"#CHROM", "VCF"), (b"BCF\2", "BCF"),
-    (b"BAM\1", "BAM"), (b"CRAM", "CRAM"), (b"##gff-version", "GFF"),
-)
-
-
-def _is_bgzf(head: bytes) -> bool:
-    """Whether a gzip header carries the BGZF 'BC' extra field (SAM spec, section 4.1)."""
-    return len(head) >= 16 and head[3] & 4 != 0 and head[12:14] == b"BC"
-
-
-def _bgzf_name(path: Path, suffix: str = ".bgz") -> str:
-    """Suggest a file name for the BGZF copy of ``path``."""
-    stem = re.sub(r"\.(gz|bgz|bgzf)$", "", path.name, flags=re.IGNORECASE)
-    return stem + suffix
-
-
-def _decompressed_head(path: Path) -> bytes:
-    """Return the first bytes of a gzip or BGZF file after decompression."""
-    try:
-        with gzip.open(path, "rb") as handle:
-            return handle.read(_SNIFF_BYTES)
-    except (OSError, EOFError, zlib.error) as error:
-        raise CmxError.in_record(
-            path, None, f"the file cannot be decompressed ({_one_line(error)})",
-            "check that the file was completely written, or recompress it with `bgzip`",
-        ) from error
-
-
-def _guess_kind(head: bytes) -> str:
-    """Name what a non-FASTA file probably is, for the error message."""
-    if head.startswith(b"@"):
-        return "it looks like FASTQ (records start with '@')"
-    for magic, kind in _MAGIC_KINDS:
-        if head.startswith(magic):
-            return f"it looks like {kind}"
-    if b"\0" in head or not _is_text(head):
-        return "it looks like a binary file"
-    first_line = head.split(b"\n", 1)[0][:40].decode("utf-8", "replace")
-    return f"the first line is {first_line!r}"
-
-
-def _is_text(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:  # a multi-byte letter cut at the end is still text
-        return error.start >= len(data) - 3
-    return True
 
 
 def _translate(path: Path, error: Exception) -> CmxError:
@@ -377,10 +349,7 @@ def _translate(path: Path, error: Exception) -> CmxError:
             path, None, "the file contains no FASTA records", _NOT_FASTA_HINT
         )
     if isinstance(error, UnicodeDecodeError):
-        return CmxError.in_record(
-            path, None, "the file holds bytes that are not text, so it is not FASTA",
-            _NOT_FASTA_HINT,
-        )
+        return _not_utf8(path)
     unhandled = re.search(r"during fasta indexing at entry (\S+?)(?:Please|$)", text)
     if unhandled:  # pyfaidx cannot place blank lines (two or more at the end of the file)
         return CmxError.in_record(
@@ -399,6 +368,30 @@ def _translate(path: Path, error: Exception) -> CmxError:
     return CmxError.in_record(
         path, None, f"the file cannot be read as FASTA ({text})", _NOT_FASTA_HINT
     )
+
+
+def _not_utf8(path: Path) -> CmxError:
+    """The error for a FASTA with bytes that are not UTF-8 text, naming the first such line."""
+    record, number, column, byte, header = None, 0, 0, 0, False
+    with contextlib.suppress(OSError):
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                header = line.startswith(b">")
+                if header:
+                    record = line[1:].split(maxsplit=1)[0].decode("utf-8", "replace") or None
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    column, byte = error.start + 1, line[error.start]
+                    break
+    if column and header:  # a description in another encoding (Latin-1, say)
+        return CmxError.in_record(
+            path, record, f"line {number:,}, column {column}: the header holds the byte "
+            f"0x{byte:02X}, which is not UTF-8",
+            f"convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.fa`")
+    where = f"line {number:,}: " if column else ""
+    return CmxError.in_record(path, record, f"{where}the file holds bytes that are not text, "
+                              "so it is not FASTA", _NOT_FASTA_HINT)
 
 
 def _one_line(error: Exception) -> str:

@@ -1,11 +1,14 @@
 """Atomic outputs: nothing half-written is ever left under the requested name (DESIGN.md).
 
-Files are written to a temporary name in the target directory and renamed when complete.
-``-`` means standard output.
+Files are written to a temporary name in the target directory, flushed to disk, and renamed
+when complete, so that a failed write (a full disk, say) leaves the previous file as it was
+and no temporary file behind. ``-`` means standard output. A text output whose name ends in
+``.gz`` or ``.bgz`` is BGZF-compressed (gzip that tabix and bgzip read).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import tempfile
@@ -13,6 +16,32 @@ from pathlib import Path
 from typing import IO, Iterator, Union
 
 from cmx_cli.errors import CmxError
+
+#: Names that make a text output BGZF-compressed.
+COMPRESSED_SUFFIXES = (".gz", ".bgz")
+#: errno values that mean there is no room left.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def write_errors(path: Union[str, Path], *temporary: Union[str, Path]) -> Iterator[None]:
+    """Turn a failed write of ``path`` (through any of its ``temporary`` files) into a
+    one-line :class:`CmxError` that names it.
+
+    A full device is said in so many words; any other operating-system error by its text.
+    An error about another file (one being read, say) passes through.
+    """
+    try:
+        yield
+    except OSError as error:
+        ours = {str(path), *map(str, temporary)}
+        if error.errno is None or (error.filename is not None and str(error.filename) not in ours):
+            raise
+        if error.errno in _FULL:
+            raise CmxError(f"{path}: cannot write, the device is full ({os.strerror(error.errno)})",
+                           "free space on it, or write to another device.") from error
+        raise CmxError(f"{path}: cannot write ({os.strerror(error.errno)})",
+                       "check that the directory is writable and the device works.") from error
 
 
 @contextlib.contextmanager
@@ -26,35 +55,121 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
     Yields:
         A writable file object. On any exception the temporary file is removed and the
         destination is left untouched.
+
+    Raises:
+        CmxError: When writing fails (a full device, say), naming the destination.
     """
     if str(path) == "-":
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         sys.stdout.flush()
         return
     destination, replaceable = output_target(path)
-    if not replaceable:
-        with open(destination, mode) as handle:
-            yield handle
+    compressed = "b" not in mode and destination.name.lower().endswith(COMPRESSED_SUFFIXES)
+    if not replaceable:  # a device or a pipe: written in place
+        with write_errors(path), _opened(destination, mode, compressed) as stream:
+            yield stream
         return
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
-    )
-    try:
-        # mkstemp creates 0600 files; give the output the permissions a plain open() would.
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        with os.fdopen(descriptor, mode) as handle:
-            yield handle
+    with temporary_file(destination) as temporary, write_errors(path, temporary):
+        with _opened(temporary, mode, compressed) as stream:
+            yield stream
+        sync_to_disk(temporary)
         os.replace(temporary, destination)
+
+
+@contextlib.contextmanager
+def _opened(path: Union[str, Path], mode: str, compressed: bool) -> Iterator[IO]:
+    """A file opened for writing, BGZF-compressed when asked; closed after the block."""
+    stream = BgzfText(path) if compressed else open(path, mode)
+    try:
+        yield stream  # type: ignore[misc]
+    finally:
+        stream.close()
+
+
+@contextlib.contextmanager
+def temporary_file(destination: Path, companions: tuple[str, ...] = ()) -> Iterator[str]:
+    """A new temporary file in ``destination``'s directory, for an output to be renamed
+    into place; when the block fails, it is removed with its ``companions`` (the same name
+    plus each suffix, e.g. an index), whatever else fails.
+
+    Yields:
+        The temporary file's path, with the permissions a plain ``open()`` would give.
+    """
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    os.close(descriptor)
+    try:
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files
+        yield temporary
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        for leftover in (temporary, *(temporary + suffix for suffix in companions)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
         raise
 
 
-def check_not_input(output: Union[str, Path], input_path: Union[str, Path]) -> None:
-    """Refuse an output that would overwrite the input it is computed from."""
-    if str(output) != "-" and Path(output).resolve() == Path(input_path).resolve():
-        raise CmxError(f"{output}: the output would replace the input", "choose another name.")
+def sync_to_disk(path: Union[str, Path]) -> None:
+    """Flush a closed file's data to the device, so that a rename publishes all of it."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class BgzfText:
+    """A text stream that writes a new BGZF file (UTF-8).
+
+    Args:
+        path: The file to create.
+    """
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        from Bio import bgzf
+
+        self._writer = bgzf.BgzfWriter(str(path), "wb")
+
+    def write(self, text: str) -> int:
+        """Compress ``text``; returns its length, as text streams do."""
+        self._writer.write(text.encode("utf-8"))
+        return len(text)
+
+    def flush(self) -> None:
+        """Write out the block being filled."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Finish the file with the BGZF end-of-file block."""
+        self._writer.close()
+
+
+def with_indexes(path: Union[str, Path, None], *suffixes: str) -> list[str]:
+    """An input file and its index files (``path`` plus each suffix, e.g. ``.fai``), which
+    an output must not replace either; empty for no file."""
+    return [] if path is None else [str(path), *(f"{path}{suffix}" for suffix in suffixes)]
+
+
+def check_not_input(output: Union[str, Path], *inputs: Union[str, Path, None]) -> None:
+    """Refuse an output that would replace one of its command's inputs.
+
+    Paths are compared as files (symbolic links followed, ``os.path.samefile``) and, for an
+    input that does not exist yet (an index cmx is about to build), by their real path.
+
+    Raises:
+        CmxError: Naming the output and the input.
+    """
+    if str(output) == "-":
+        return
+    target = Path(os.path.realpath(output))
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given)
+        same = (os.path.samefile(target, source) if target.exists() and source.exists()
+                else target == Path(os.path.realpath(source)))
+        if same:
+            raise CmxError(f"{output}: the output would replace the input {source}",
+                           "write the output under another name.")
 
 
 def output_target(path: Union[str, Path]) -> tuple[Path, bool]:

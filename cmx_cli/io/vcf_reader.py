@@ -17,6 +17,7 @@ import contextlib
 import gzip
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -24,6 +25,7 @@ import pysam
 
 from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import contig_aliases
+from cmx_cli.io.sniff import GZIP_MAGIC, content_head, is_bgzf, raw_head
 
 PathLike = Union[str, os.PathLike]
 Region = tuple[str, int, Optional[int]]
@@ -33,6 +35,9 @@ _RECORD_PROBLEMS = {  # htslib's words -> what they mean to a user
     "invalid number of columns": "wrong number of columns (columns must be separated by tabs)",
     "invalid tag": "an INFO or FORMAT key is invalid or repeated",
     "unable to parse next record": "htslib cannot parse it",
+    # htslib says "truncated file" for a record it cannot parse, too; a truncated BGZF file
+    # is caught before reading (no end-of-file marker).
+    "truncated file": "htslib cannot parse it",
 }
 #: The empty BGZF block that ends every complete BGZF file (SAM spec, section 4.1.2).
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -149,6 +154,29 @@ class VariantReader:
         for record in records:
             if record.start >= start0:  # POS inside the region, not overlap (module docstring)
                 yield record
+        self._check_index_covered(contig, start0, end0)
+
+    def _check_index_covered(self, contig: str, start0: int, end0: Optional[int]) -> None:
+        """Refuse a stale index: the record that follows a region's records in the file must
+        lie past the region, or the index did not list them all (it was built from another
+        version of the file, and the rest of the region would be silently dropped)."""
+        with quiet_htslib():
+            try:
+                following = next(iter(self._file))  # read on from where the fetch stopped
+            except (StopIteration, ValueError, OSError):
+                return
+        if following.chrom != contig or following.start < start0 or (
+                end0 is not None and following.start >= end0):
+            return
+        index = next((f"{self.path.name}{suffix}" for suffix in (".csi", ".tbi")
+                      if Path(f"{self.path}{suffix}").exists()), "its index")
+        region = f"{contig}:{start0 + 1:,}-{end0:,}" if end0 is not None else contig
+        raise CmxError.in_record(
+            self.path, f"{contig}:{following.pos}",
+            f"the record lies in --region {region} but {index} does not list it: the index is "
+            "stale (built from another version of the file), and reading through it would "
+            "drop records", f"rebuild the index with `bcftools index -f {self.path.name}` "
+            f"(or `tabix -f -p vcf {self.path.name}`)")
 
     def _resolve_regions(self, regions: Sequence[str]) -> list[Region]:
         if self._file.index is None:
@@ -235,20 +263,23 @@ def _sniff(path: Path) -> None:
     if str(path) == "-":
         raise CmxError("reading a VCF from stdin is not supported",
                        "give a file: the pre-flight pass reads it before scoring")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise CmxError.in_record(
+            path, None, "this is a pipe or a device, and cmx reads a VCF twice (a pre-flight "
+            "pass, then scoring)", "save it to a file first, or give the .vcf.gz itself")
     if not path.is_file():
         problem = "this is a directory, not a file" if path.is_dir() else "no such file"
         raise CmxError.in_record(path, None, problem, "give a VCF or BCF file")
-    with path.open("rb") as handle:
-        head = handle.read(18)
+    head = raw_head(path, 18)
     if not head:
         raise CmxError.in_record(path, None, "the file is empty", "give a VCF or BCF file")
-    if head[:2] == b"\x1f\x8b" and not (len(head) >= 16 and head[3] & 4 and head[12:14] == b"BC"):
+    if head[:2] == GZIP_MAGIC and not is_bgzf(head):
         stem = re.sub(r"(\.vcf)?\.(gz|bgz)$", "", path.name)
         raise CmxError.in_record(
             path, None, "the file is compressed with plain gzip, not BGZF, so it cannot be read",
             f"recompress it: `zcat {path.name} | bgzip -c > {stem}.bgz.vcf.gz`, then index it "
             f"with `tabix -p vcf {stem}.bgz.vcf.gz`")
-    if head[:2] == b"\x1f\x8b":
+    if head[:2] == GZIP_MAGIC:
         with path.open("rb") as handle:
             handle.seek(max(0, path.stat().st_size - len(_BGZF_EOF)))
             if handle.read() != _BGZF_EOF:
@@ -262,12 +293,10 @@ def _sniff(path: Path) -> None:
 
 
 def _text_head(path: Path, size: int = 1 << 20) -> bytes:
-    """Return the first bytes of a file, decompressed when it is gzip/BGZF."""
-    with contextlib.suppress(OSError, EOFError):
-        with path.open("rb") as raw:
-            compressed = raw.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if compressed else path.open("rb")) as handle:
-            return handle.read(size)
+    """Return the first bytes of a file, decompressed when it is gzip/BGZF (b"" when it
+    cannot be read)."""
+    with contextlib.suppress(OSError, EOFError, zlib.error):
+        return content_head(path, size)
     return b""
 
 
@@ -305,9 +334,8 @@ def _diagnose_header(path: Path, error: Exception) -> tuple[str, str]:
 
 def _find_data_line(path: Path, number: int) -> Optional[tuple[int, str, list[str]]]:
     """Return (line number, CHROM:POS, tab-separated fields) of a text VCF's record line."""
-    with contextlib.suppress(OSError, EOFError):
-        with path.open("rb") as raw:
-            compressed = raw.read(2) == b"\x1f\x8b"
+    with contextlib.suppress(OSError, EOFError, zlib.error):
+        compressed = raw_head(path, 2) == GZIP_MAGIC
         seen = 0
         with (gzip.open(path, "rb") if compressed else path.open("rb")) as handle:
             for line_number, line in enumerate(handle, start=1):
@@ -331,4 +359,13 @@ def _explain_fields(fields: list[str], samples: int) -> Optional[str]:
     empty = [str(index - 8) for index in range(9, len(fields)) if not fields[index]]
     if empty:
         return f"sample column(s) {', '.join(empty)} are empty (use '.' for missing values)"
+    keys = fields[8].split(":") if len(fields) > 8 else []
+    if "GT" in keys:
+        for sample, value in enumerate(fields[9:], start=1):
+            values = value.split(":")
+            genotype = values[keys.index("GT")] if keys.index("GT") < len(values) else "."
+            alleles = re.split(r"[/|]", genotype)
+            if not all(allele == "." or allele.isdigit() for allele in alleles):
+                return (f"sample column {sample}: GT {genotype!r} is not a genotype (allele "
+                        "numbers or '.', separated by '/' or '|')")
     return None

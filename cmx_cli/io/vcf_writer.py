@@ -7,7 +7,8 @@ Decisions:
 
 * ``.vcf.gz``/``.vcf.bgz`` output gets a .tbi index, or .csi when the caller asks for it
   (a contig or record past the TBI limit); ``.bcf`` output always gets .csi, as
-  ``bcftools index`` does.
+  ``bcftools index`` does. A TSV named ``.gz``/``.bgz`` is BGZF too, indexed on its chrom
+  and pos columns (``tabix -s1 -b2 -e2 -S1``).
 * A record none of whose ALT alleles was scored gets no score key (an absent INFO key is
   missing in VCF); otherwise unscored alleles are ``.`` in the ``Number=A`` list.
 """
@@ -17,23 +18,25 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import IO, Any, Iterator, Optional, Sequence
 
 import pysam
 
 from cmx_cli.errors import CmxError
-from cmx_cli.io.output import output_target
+from cmx_cli.io.output import (
+    COMPRESSED_SUFFIXES, BgzfText, output_target, sync_to_disk, temporary_file, write_errors)
 from cmx_cli.variants.alleles import AlleleStatus, split_record
 from cmx_cli.io.vcf_reader import quiet_htslib
 
 
 def output_kind(output: str, tsv: bool) -> str:
-    """``tsv``, ``text`` (plain VCF), ``bgzf`` (VCF.gz) or ``bcf``, from the name."""
-    if tsv or output == "-":
-        return "tsv" if tsv else "text"
-    if output.lower().endswith((".gz", ".bgz")):
+    """``tsv``, ``tsv-bgzf``, ``text`` (plain VCF), ``bgzf`` (VCF.gz) or ``bcf``, from the
+    name."""
+    compressed = output != "-" and output.lower().endswith(COMPRESSED_SUFFIXES)
+    if tsv:
+        return "tsv-bgzf" if compressed else "tsv"
+    if compressed:
         return "bgzf"
     return "bcf" if output.lower().endswith(".bcf") else "text"
 
@@ -47,15 +50,17 @@ class _Writer:
         self.index_path: Optional[str] = None
         self._hts = None
         if kind in ("bgzf", "bcf"):
-            self._hts = pysam.VariantFile(path, "wz" if kind == "bgzf" else "wb", header=header)
-        elif kind == "tsv":
+            with quiet_htslib():
+                self._hts = pysam.VariantFile(path, "wz" if kind == "bgzf" else "wb",
+                                              header=header)
+        elif kind.startswith("tsv"):
             handle.write("chrom\tpos\tid\tref\talt\tscore\n")
         else:
             handle.write(str(header))
 
     def write(self, record: Any, statuses: list[AlleleStatus], values: list[Optional[float]],
               split: bool) -> None:
-        if self.kind == "tsv":
+        if self.kind.startswith("tsv"):
             for status, value in zip(statuses, values):
                 score = "." if value is None else f"{value:.6g}"
                 self.handle.write(f"{record.chrom}\t{record.pos}\t{record.id or '.'}\t"
@@ -84,29 +89,32 @@ class _Writer:
     def close(self) -> None:
         """Close a BGZF/BCF file (text handles belong to the caller)."""
         if self._hts is not None and self._hts.is_open:
-            self._hts.close()
+            with quiet_htslib():
+                self._hts.close()
 
     def finish(self, use_csi: bool) -> None:
-        """Close a BGZF/BCF file and index it."""
-        if self._hts is None:
+        """Close a BGZF/BCF file and index it (a BGZF TSV, closed by the caller, too)."""
+        if self.kind not in ("bgzf", "bcf", "tsv-bgzf"):
             return
         self.close()
         suffix = ".csi" if use_csi or self.kind == "bcf" else ".tbi"
         self.index_path = f"{self.path}{suffix}"
+        columns = (dict(seq_col=0, start_col=1, end_col=1, line_skip=1)
+                   if self.kind == "tsv-bgzf" else dict(preset="vcf"))
         with quiet_htslib():
             try:
-                pysam.tabix_index(self.path, preset="vcf", index=self.index_path,
-                                  csi=suffix == ".csi", force=True)
-            except (OSError, ValueError) as error:
+                pysam.tabix_index(self.path, index=self.index_path, csi=suffix == ".csi",
+                                  force=True, **columns)
+            except ValueError as error:  # the records are sorted: pre-flight checked it
                 raise CmxError(f"cannot index the output ({error})",
-                               "sort the input (`bcftools sort`) or write plain .vcf") from error
+                               "write plain .vcf output, and report the problem") from error
 
 
 @contextlib.contextmanager
 def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str,
                  description: str, header_lines: Sequence[str]) -> Iterator[_Writer]:
     """Extend the header, write to a temporary file, and rename it (and its index) when done."""
-    if kind != "tsv":
+    if not kind.startswith("tsv"):
         _extend_header(header, info_id, description, header_lines)
     if output == "-":
         yield _Writer(kind, header, sys.stdout, None, info_id)
@@ -116,25 +124,29 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
     if not replaceable:  # a device or a pipe: written in place, not indexed
         with contextlib.ExitStack() as stack:
             handle = stack.enter_context(open(destination, "w", encoding="utf-8")) \
-                if kind in ("text", "tsv") else None
+                if kind in ("text", "tsv", "tsv-bgzf") else None
             writer = _Writer(kind, header, handle, str(destination), info_id)
             stack.callback(writer.close)
             yield writer
         return
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
-                                             dir=destination.parent)
-    os.close(descriptor)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(temporary, 0o666 & ~mask)  # mkstemp makes 0600 files; match a plain open()
-    handle = open(temporary, "w", encoding="utf-8") if kind in ("text", "tsv") else None
-    writer = None
-    try:
+    with temporary_file(destination, (".tbi", ".csi")) as temporary, write_errors(
+            output, temporary, f"{temporary}.tbi", f"{temporary}.csi"):
+        handle = _text_handle(temporary, kind)
         writer = _Writer(kind, header, handle, temporary, info_id)
-        yield writer
-        if handle is not None:
-            handle.close()
-        writer.finish(use_csi)
+        try:
+            yield writer
+            if handle is not None:
+                handle.close()
+            writer.finish(use_csi)
+        except BaseException:
+            # Close what is open without letting a second failure (a full disk fails the
+            # close too) hide the first one or keep the temporary files.
+            with contextlib.suppress(OSError, ValueError):
+                if handle is not None:
+                    handle.close()
+                writer.close()
+            raise
+        sync_to_disk(temporary)
         os.replace(temporary, destination)
         if writer.index_path is not None:
             # Beside the name given, which htslib looks for even when it is a symbolic link.
@@ -143,15 +155,15 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
             writer.index_path = f"{output}{suffix}"
             # htslib looks for .csi before .tbi: an old index of the other kind would win.
             Path(f"{output}{'.tbi' if suffix == '.csi' else '.csi'}").unlink(missing_ok=True)
-    except BaseException:
-        if handle is not None:
-            handle.close()
-        if writer is not None:
-            writer.close()
-        for leftover in (temporary, f"{temporary}.tbi", f"{temporary}.csi"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-        raise
+
+
+def _text_handle(path: str, kind: str) -> Optional[IO]:
+    """The text stream a kind of output is written through (None: pysam writes it)."""
+    if kind in ("text", "tsv"):
+        return open(path, "w", encoding="utf-8")
+    if kind == "tsv-bgzf":
+        return BgzfText(path)  # type: ignore[return-value]
+    return None
 
 
 def _extend_header(header: Any, info_id: str, description: str, lines: Sequence[str]) -> None:

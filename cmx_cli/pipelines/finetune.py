@@ -104,6 +104,11 @@ def split_variants(config: FinetuneConfig, data: LabelledVariants) -> LabelledVa
                        f"{', '.join(unknown)}",
                        f"the variants' contigs are: {', '.join(sorted(set(named)))}")
     splits = contig_split(named, config.val_contigs, config.test_contigs)
+    if "train" not in splits:
+        raise CmxError(f"{data.source}: the held-out contig(s) "
+                       f"{', '.join(sorted(held_out))} leave no variants for training",
+                       "hold out fewer contigs, or hold out shares with --val-fraction and "
+                       "--test-fraction")
     val_fraction = 0.0 if config.val_contigs else config.held_out.val_fraction
     test_fraction = 0.0 if config.test_contigs else config.held_out.test_fraction
     if val_fraction or test_fraction:
@@ -113,6 +118,16 @@ def split_variants(config: FinetuneConfig, data: LabelledVariants) -> LabelledVa
                                              val_fraction, test_fraction, config.training.seed)
         for index, split in zip(pool, pool_splits):
             splits[index] = split
+        empty = [f"--{name}-fraction {fraction:g}" for name, fraction in
+                 (("val", val_fraction), ("test", test_fraction)) if fraction
+                 and name not in splits]
+        if empty:
+            raise CmxError(
+                f"{data.source}: {' and '.join(empty)} held out no variants: the "
+                f"{len(pool):,} variants lie in {len(set(blocks)):,} block(s) of the window "
+                f"size ({config.window:,} bp), and a block is never split",
+                "use a smaller --window, or hold out whole contigs with --val-contigs and "
+                "--test-contigs")
     group_names = sorted({variant.group for variant in data.variants})
     index = {name: i for i, name in enumerate(group_names)}
     groups = np.array([index[variant.group] for variant in data.variants], dtype=np.int64)
@@ -142,6 +157,11 @@ class FinetuneJob:
         self.config = config
         self.split: Optional[LabelledVariantSplit] = None
 
+    def inputs(self) -> list:
+        config = self.config
+        return [config.vcf, config.variants.reference, config.variants.contig_map,
+                config.labels_table, config.start.init]
+
     def read_data(self, reporter: Reporter) -> SplitTable:
         config = self.config
         with ReferenceGenome(Path(config.variants.reference), config.variants.contig_map) \
@@ -152,9 +172,14 @@ class FinetuneJob:
                 labels_table=config.labels_table, group_field=config.group_field,
                 regions=config.variants.regions, ref_mismatch=config.variants.ref_mismatch,
                 on_record=progress.advance)
+            longest = max(reference.length(contig) for contig in set(data.contigs))
         reporter.table(data.table())
         for warning in data.warnings:
             reporter.warn(warning)
+        if config.window > longest:
+            reporter.warn(f"--window {config.window:,} bp is longer than every contig the "
+                          f"variants lie on (the longest is {longest:,} bp): every window is "
+                          "clipped to its contig, so all variants of a contig share one context")
         self.split = split_variants(config, data)
         for name in ("val", "test"):
             present = set(self.split.part(name)[1].tolist())

@@ -16,9 +16,9 @@ import numpy as np
 
 from cmx_cli.console import Reporter
 from cmx_cli.io.fasta import FastaRecord, count_records, iter_records
+from cmx_cli.io.checkpoint import load_checkpoint, model_files
 from cmx_cli.io.labels import FastaSource, LabelRule
-from cmx_cli.io.output import atomic_output, check_not_input
-from cmx_cli.io.checkpoint import load_checkpoint
+from cmx_cli.io.output import atomic_output, check_not_input, with_indexes
 from cmx_cli.metrics.classification import classification_metrics
 from cmx_cli.runtime import resolve_device, resolve_precision
 from cmx_cli.settings import Runtime
@@ -85,6 +85,8 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
     """
     reporter = reporter or Reporter(quiet=True)
     started = time.monotonic()
+    check_not_input(config.output, *with_indexes(config.fasta, ".fai", ".gzi"),
+                    config.labels_table, *model_files(config.model))
     checkpoint = load_checkpoint(config.model, KIND)
     model = build_classifier(checkpoint)
     set_compiled(model, config.runtime.compile_blocks)
@@ -95,7 +97,6 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
     class_index = {name: i for i, name in enumerate(class_names)}
     labelled = config.label_regex is not None or config.labels_table is not None
     rule = LabelRule.build(config.label_regex, config.labels_table) if labelled else None
-    check_not_input(config.output, config.fasta)
     source = FastaSource(Path(config.fasta), None)
     total = count_records(Path(config.fasta))
     max_len = model.config.encoder.max_len

@@ -23,8 +23,8 @@ from typing import Optional
 from cmx_cli import __version__
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
-from cmx_cli.io.checkpoint import Checkpoint, load_checkpoint
-from cmx_cli.io.output import check_not_input
+from cmx_cli.io.checkpoint import Checkpoint, load_checkpoint, model_files
+from cmx_cli.io.output import check_not_input, with_indexes
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.vcf_reader import open_variants
 from cmx_cli.runtime import resolve_device, resolve_precision
@@ -128,7 +128,11 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
         CmxError: For a model that cannot score variants, and for bad VCF or FASTA input.
     """
     reporter = reporter or Reporter(quiet=True)
-    check_not_input(config.output, config.vcf)
+    inputs = [*with_indexes(config.vcf, ".tbi", ".csi"),
+              *with_indexes(config.variants.reference, ".fai", ".gzi"),
+              config.variants.contig_map, *model_files(config.model)]
+    for output in with_indexes(config.output, ".tbi", ".csi"):
+        check_not_input(output, *inputs)
     checkpoint = load_checkpoint(config.model)
     scorer, window = _scorer(checkpoint, config)
     output = ScoreOutput(config.output, config.tsv, config.split_multiallelic, config.info_id,

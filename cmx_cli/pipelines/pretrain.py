@@ -69,6 +69,9 @@ class PretrainJob:
         self.validation: list[PretrainSequence] = []
         self.validation_masks: list = []
 
+    def inputs(self) -> list:
+        return [*self.config.fasta, *self.config.val_fasta]
+
     def read_data(self, reporter: Reporter) -> None:
         config = self.config
         self.plan = plan_sources([Path(p) for p in config.fasta],

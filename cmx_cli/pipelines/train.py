@@ -161,6 +161,12 @@ class TrainJob:
         self.data: Optional[LabelledSplit] = None
         self.parts: dict = {}  # split -> (tokens, class indices, lengths)
 
+    def inputs(self) -> list:
+        config = self.config
+        fasta = [parse_fasta_argument(argument).path
+                 for argument in (*config.fasta, *config.val_fasta, *config.test_fasta)]
+        return [*fasta, config.labels_table, config.start.init]
+
     def read_data(self, reporter: Reporter) -> SplitTable:
         self.data = load_dataset(self.config, reporter)
         self.parts = {split: self.data.part(split) for split in SPLITS}

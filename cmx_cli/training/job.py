@@ -11,6 +11,7 @@ Under ``torchrun`` every process runs the skeleton; only rank 0 writes and evalu
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +25,15 @@ from cmx_cli.console import Reporter
 from cmx_cli.data.split import SplitTable
 from cmx_cli.errors import CmxError
 from cmx_cli.io.checkpoint import LAST, Checkpoint, load_checkpoint
-from cmx_cli.io.run_dir import CONFIG_NAME, METRICS_NAME, check_run_dir, write_json
+from cmx_cli.io.output import check_not_input
+from cmx_cli.io.run_dir import (
+    CONFIG_NAME, METRICS_NAME, RUN_FILES, SPLIT_NAME, held_run_dir, write_json)
 from cmx_cli.runtime import resolve_precision, seeded
 from cmx_cli.settings import EncoderStart, EncoderShape, to_dict
 from cmx_cli.tasks.masked_bases import load_encoder
 from cmx_cli.training.distributed import SINGLE, Processes
 from cmx_cli.training.loop import FitResult, Task, fit
 from models import ChordMixerConfig, set_compiled
-
-SPLIT_NAME = "split.tsv"
-
 
 @dataclass
 class RunResult:
@@ -71,6 +71,9 @@ class TrainingJob(Protocol):
     config: Any
     #: The checkpoint kind (:mod:`cmx_cli.io.checkpoint`).
     kind: str
+
+    def inputs(self) -> list:
+        """The files the job reads (none of them may be one of the run's outputs)."""
 
     def read_data(self, reporter: Reporter) -> Optional[SplitTable]:
         """Read and split the data (before the run directory exists); the split to save in
@@ -119,8 +122,35 @@ def run_job(job: TrainingJob, reporter: Optional[Reporter] = None, resume: bool 
     reporter = reporter or Reporter(quiet=True)
     config = job.config
     started = time.monotonic()
-    run_dir = check_run_dir(Path(config.out), resume)
-    processes.barrier()  # every process has checked --out before rank 0 creates it
+    run_dir = Path(config.out)
+    for name in RUN_FILES:
+        check_not_input(run_dir / name, *job.inputs())
+    with contextlib.ExitStack() as holding:
+        _hold(holding, run_dir, resume, processes)
+        return _train(job, run_dir, reporter, resume, processes, started)
+
+
+def _hold(holding: contextlib.ExitStack, run_dir: Path, resume: bool,
+          processes: Processes) -> None:
+    """Rank 0 checks, creates and locks the run directory for the ``holding`` stack; every
+    process fails alike when it cannot."""
+    failure: Optional[CmxError] = None
+    if processes.is_main:
+        try:
+            holding.enter_context(held_run_dir(run_dir, resume))
+        except CmxError as error:
+            failure = error
+    message = processes.from_main(None if failure is None else failure.format_message())
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise CmxError(message)
+
+
+def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
+           processes: Processes, started: float) -> Optional[RunResult]:
+    """:func:`run_job` in its held run directory."""
+    config = job.config
     device = processes.device(config.runtime.device)
     precision = resolve_precision(config.runtime.precision, device)
     split = job.read_data(reporter)
@@ -129,8 +159,6 @@ def run_job(job: TrainingJob, reporter: Optional[Reporter] = None, resume: bool 
             raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's "
                            "split", "resume with the same input files, or start a new run.")
     elif processes.is_main:
-        # Created only once the data have been read, so bad input leaves no empty run behind.
-        run_dir.mkdir(parents=True, exist_ok=True)
         if split is not None:
             split.write(run_dir / SPLIT_NAME)
         write_json(run_dir / CONFIG_NAME, to_dict(config))
@@ -150,6 +178,7 @@ def run_job(job: TrainingJob, reporter: Optional[Reporter] = None, resume: bool 
         resume_state = last.training_state
     set_compiled(model, config.runtime.compile_blocks)
     model.to(device)
+
     def make_checkpoint(state_dict: dict, training_state: Optional[dict]) -> Checkpoint:
         return job.checkpoint(model, state_dict, training_state)
 

@@ -21,11 +21,12 @@ from torch import nn
 from cmx_cli.console import Reporter
 from cmx_cli.runtime import autocast
 from cmx_cli.io.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
+from cmx_cli.io.output import write_errors
+from cmx_cli.io.run_dir import LOG_NAME
 from cmx_cli.settings import TrainingSettings
 from cmx_cli.training.distributed import SINGLE, Processes, share_members
 from models import set_checkpointing
 
-LOG_NAME = "log.tsv"
 
 
 class LossTerms(NamedTuple):
@@ -113,7 +114,7 @@ def build_optimizer(model: nn.Module, settings: TrainingSettings) -> torch.optim
 
 def _append_log(path: Path, row: dict) -> None:
     new = not path.exists()
-    with open(path, "a", newline="") as handle:
+    with write_errors(path), open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row), delimiter="\t", lineterminator="\n")
         if new:
             writer.writeheader()

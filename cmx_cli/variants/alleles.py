@@ -156,7 +156,9 @@ def check_ref(
         detail describes what the FASTA holds, for messages.
     """
     length = reference.length(contig)
-    if pos1 < 1 or pos1 - 1 + len(ref) > length:
+    if pos1 < 1:
+        return "out_of_range", f"POS {pos1} lies before the first base of {contig}"
+    if pos1 - 1 + len(ref) > length:
         return "out_of_range", (f"POS {pos1:,} with a {len(ref)} bp REF passes the end of "
                                 f"{contig} ({length:,} bp)")
     letters = reference.fetch(contig, pos1 - 1, pos1 - 1 + len(ref)).decode("ascii", "replace")

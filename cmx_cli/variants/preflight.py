@@ -26,6 +26,15 @@ from cmx_cli.variants.alleles import (REF_MISMATCH_POLICIES, SKIP_REASONS, allel
 from cmx_cli.io.vcf_reader import PathLike, open_variants
 
 
+#: The VCF specification's definitions of the INFO keys that symbolic alleles use.
+SYMBOLIC_ALLELE_KEYS = {
+    "END": '##INFO=<ID=END,Number=1,Type=Integer,Description="End position of the variant '
+           'described in this record">',
+    "SVLEN": '##INFO=<ID=SVLEN,Number=A,Type=Integer,Description="Difference in length '
+             'between REF and ALT alleles">',
+}
+
+
 @dataclass
 class PreflightReport:
     """What :func:`preflight` found, before any model work.
@@ -152,6 +161,11 @@ def preflight(
                 report.longest = max(report.longest, record.stop)
             except (ValueError, OSError) as error:
                 raise reader.record_error(error, current=True) from error
+            if record.pos < 1 and any(status.reason != "breakend" for status in check.alleles):
+                raise CmxError.in_record(
+                    vcf_path, reader.last_location, f"POS {record.pos} lies before the first base "
+                    "of the contig: VCF positions start at 1 (0 is for telomeric breakends only)",
+                    "fix the record's position, or remove the record")
             report.records += 1
             report.alt_alleles += len(alts)
             report.multiallelic_records += len(alts) > 1
@@ -179,6 +193,11 @@ def preflight(
                     report.kinds[allele_kind(record.ref, status.alt)] += 1
         report.warnings.extend(reader.warnings)
         report.header_additions = _declare_contigs(reader.header_additions(), reference)
+        if report.skipped["symbolic"]:
+            # htslib gives a symbolic allele an END when it writes the record, and fails when
+            # the header does not define one; bcftools adds the standard definitions too.
+            report.header_additions += [line for key, line in SYMBOLIC_ALLELE_KEYS.items()
+                                        if key not in reader.header.info]
         for name in reader.header.contigs:
             declared, fasta_name = reader.header.contigs[name].length or 0, reference.resolve(name)
             actual = reference.length(fasta_name) if fasta_name else 0

@@ -158,7 +158,7 @@ def score_variants(
     if chunk_alleles < 1:
         raise ValueError(f"chunk_alleles must be at least 1, not {chunk_alleles}")
     kind = output_kind(output.path, output.tsv)
-    if kind in ("bgzf", "bcf") and not report.is_sorted:
+    if kind in ("bgzf", "bcf", "tsv-bgzf") and not report.is_sorted:
         raise CmxError.in_record(
             report.vcf, None, "the records are not sorted by position, so the output cannot be "
             "indexed", "sort it first (`bcftools sort`), or write plain .vcf output")
