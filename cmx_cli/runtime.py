@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Optional
 
 import torch
 
@@ -21,6 +22,13 @@ def resolve_device(name: str) -> torch.device:
             "use --device cpu, or check the NVIDIA driver and the CUDA build of torch.",
         )
     return torch.device(name)
+
+
+def use_threads(threads: Optional[int]) -> None:
+    """Cap the CPU threads torch uses within an operation (``--threads``); None keeps its
+    default, one per core."""
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

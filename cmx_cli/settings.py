@@ -25,11 +25,14 @@ class Runtime:
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto``, ``fp32`` or ``bf16``.
         compile_blocks: Compile each block's norm and MLP with ``torch.compile``.
+        threads: The most CPU threads torch uses within an operation (None: torch's
+            default, one per core).
     """
 
     device: str = "auto"
     precision: str = "auto"
     compile_blocks: bool = False
+    threads: Optional[int] = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,39 @@ def mean_pool(features: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return sums / lengths[:, None].to(torch.float32)
 
 
+#: A head's matrix products run on a multiple of this many rows (see :func:`rows_alike`).
+ROW_TILE = 16
+
+
+def rows_alike(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``head(x)`` for a row-wise head (linear layers, norms), each row computed alike
+    whatever shares its batch; float32 whatever the autocast.
+
+    A CPU matrix product takes other code paths, which round differently, by the number of
+    rows: below 16 rows, and for a single output column at any number not a multiple of
+    16; bf16 kernels change with it too. So in evaluation a head runs in float32 on a
+    multiple of :data:`ROW_TILE` rows (zero rows added, then dropped). A sequence's or a
+    variant's output then does not depend on its batch companions, and a VCF scored in
+    shards gives the scores of one whole run. Training runs the head on the rows given
+    (padding would draw more dropout).
+
+    Args:
+        head: Applied row by row.
+        x: (R, n) inputs.
+
+    Returns:
+        (R, m) float32 outputs.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        rows = x.shape[0]
+        missing = -rows % ROW_TILE
+        if head.training or not missing:
+            return head(x)
+        padded = torch.cat([x, x.new_zeros(missing, x.shape[1])])  # (rows + missing, n)
+        return head(padded)[:rows]
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     """An encoder (ChordMixer, or the Transformer baseline) plus a linear layer over the
@@ -82,4 +115,4 @@ class SequenceClassifier(nn.Module):
             (B, n_classes) float32 logits.
         """
         pooled = mean_pool(self.encoder(tokens, offsets), offsets)  # (B, d)
-        return self.classifier(pooled).float()
+        return rows_alike(self.classifier, pooled)  # (B, n_classes)

@@ -14,6 +14,7 @@ from torch import nn
 
 from models.chordmixer import ChordMixer
 from models.config import ChordMixerConfig
+from models.heads import rows_alike
 from models.vocabulary import N_BASES
 
 
@@ -73,4 +74,4 @@ class MaskedAutoencoder(nn.Module):
         # float32, as the encoder's residual stream is: under bf16 autocast the Linear
         # returns bf16, and the decoder's residual stream would round to it.
         features = self.bridge(self.encoder(tokens, offsets)).float()  # (T, d_decoder)
-        return self.output(self.decoder(features, offsets)).float()  # (T, 4)
+        return rows_alike(self.output, self.decoder(features, offsets))  # (T, 4)

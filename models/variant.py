@@ -26,7 +26,7 @@ from torch import nn
 from models.chordmixer import ChordMixer
 from models.config import ChordMixerConfig
 from models.dropout import Dropout
-from models.heads import mean_pool
+from models.heads import mean_pool, rows_alike
 from models.packed import token_position, token_sequence
 
 
@@ -160,4 +160,4 @@ class VariantClassifier(nn.Module):
             site = span_mean(features, inside, spans)  # (2B, d)
             combined = torch.cat(
                 [combined, _pair_features(site[:n_variants], site[n_variants:])], dim=1)
-        return self.head(combined).float()
+        return rows_alike(self.head, combined)  # (B, n_groups)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cmx_cli.alphabet import reverse_complement
+from cmx_cli.io.checkpoint import Checkpoint
 from cmx_cli.tasks.variant import (
     VariantScorer, group_logits, pack_pairs, predict_variant_probabilities)
 from cmx_cli.variants.windows import AlleleWindow
@@ -131,7 +132,10 @@ def test_scorer_reads_the_group_from_each_windows_context():
     rng = np.random.default_rng(5)
     window = snv_window(rng)
     network = model(n_groups=3)
-    scorer = VariantScorer(network, 1000, torch.device("cpu"), "fp32")
+    checkpoint = Checkpoint(kind="variant-classifier", model_config=network.config.to_dict(),
+                            state_dict={}, extra={"label_field": "LABEL"})
+    scorer = VariantScorer(checkpoint, network, 1000, torch.device("cpu"), "fp32")
+    assert "INFO/LABEL" in scorer.description
     with torch.no_grad():
         logits = network(*pack_pairs([window], [False]))[0]
     from dataclasses import replace

@@ -49,6 +49,7 @@ class FunctionScorer:
     """An :class:`~cmx_cli.variants.scoring.AlleleScorer` made of plain functions."""
 
     description = "test scores"
+    scope = None
 
     def __init__(self, score, veto=None):
         self.score, self._veto = score, veto

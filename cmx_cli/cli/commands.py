@@ -210,5 +210,5 @@ def demo(out: Path, runtime: Runtime, quiet: bool) -> Any:
     def execute(argv: list[str]) -> Any:
         return cli.main(args=argv, prog_name="cmx", standalone_mode=False)
 
-    return pipeline.run(pipeline.DemoConfig(str(out), runtime.device, quiet), execute,
-                        Reporter(quiet))
+    return pipeline.run(pipeline.DemoConfig(str(out), runtime.device, runtime.threads, quiet),
+                        execute, Reporter(quiet))

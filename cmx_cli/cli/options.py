@@ -186,9 +186,12 @@ def run_options(what: str) -> Decorator:
 # ---- option groups ------------------------------------------------------------------------
 
 def runtime_options(precision: bool = True, compile_blocks: bool = True) -> Decorator:
-    """``--device``, ``--precision`` and ``--compile`` → ``runtime: Runtime``."""
+    """``--device``, ``--threads``, ``--precision`` and ``--compile`` → ``runtime: Runtime``."""
     options = [click.option("--device", type=click.Choice(DEVICES), default="auto",
-                            show_default=True, help="Where to run: auto picks CUDA when available.")]
+                            show_default=True, help="Where to run: auto picks CUDA when available."),
+               click.option("--threads", type=click.IntRange(min=1),
+                            help="Use at most this many CPU threads (give a cluster job's core "
+                                 "count). [default: one per core]")]
     if precision:
         options.append(click.option(
             "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,

@@ -24,8 +24,8 @@ from cmx_cli.settings import (
 from cmx_cli.tasks.masked_bases import MaskingSettings
 
 #: The flags a ``--resume`` may change; the rest come from the run's config.json.
-RESUMABLE = ("resume", "out", "device", "precision", "max_time", "quiet", "checkpointing",
-             "compile_blocks")
+RESUMABLE = ("resume", "out", "device", "threads", "precision", "max_time", "quiet",
+             "checkpointing", "compile_blocks")
 SHAPE_FLAGS = ("max_len", "track_size", "hidden_size", "dropout", "reversible")
 
 
@@ -42,7 +42,8 @@ def resumed_config(ctx: click.Context, saved: Any, runtime: Runtime,
     if given:
         raise click.UsageError(
             f"--resume uses the run's saved config; drop {', '.join(given)} (only --device, "
-            "--precision, --max-time, --checkpointing, --compile and --quiet may change)")
+            "--threads, --precision, --max-time, --checkpointing, --compile and --quiet may "
+            "change)")
     settings = saved.training
     if training.max_time_minutes is not None:
         settings = replace(settings, max_time_minutes=training.max_time_minutes)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from cmx_cli.console import Reporter
-from cmx_cli.runtime import autocast, resolve_device, resolve_precision
+from cmx_cli.runtime import autocast, resolve_device, resolve_precision, use_threads
 from cmx_cli.settings import Runtime, EncoderShape
 from models import (
     ChordMixerConfig, ClassifierConfig, ReferenceRotationPlan, RotationPlan, SequenceClassifier,
@@ -168,6 +168,7 @@ def _runner(config: BenchConfig, lengths: list[int], mode: str) -> tuple:
     Returns:
         (the network, a callable that runs one training step or one inference).
     """
+    use_threads(config.runtime.threads)
     device = resolve_device(config.runtime.device)
     precision = resolve_precision(config.runtime.precision, device)
     model = _model(config, max(lengths), device, attention=mode.startswith("attention"))
@@ -344,6 +345,7 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None) -> dict:
         speed and peak memory of each mode, or its error.
     """
     reporter = reporter or Reporter(quiet=True)
+    use_threads(config.runtime.threads)  # the children take it from the config too
     device = resolve_device(config.runtime.device)
     packed = packed_lengths(config.packed_tokens, config.mean_length, config.seed)
     batches = [(f"1 × {length:,}", [length]) for length in config.lengths]

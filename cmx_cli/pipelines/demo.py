@@ -37,6 +37,7 @@ class DemoConfig:
 
     out: str = "cmx-demo"
     device: str = "auto"
+    threads: Optional[int] = None
     quiet: bool = False
 
 
@@ -103,6 +104,7 @@ def run(config: DemoConfig, execute: Execute, reporter: Optional[Reporter] = Non
         shutil.copyfile(demo_data_dir() / name, data / name)
     reporter.step(f"Demo data copied to {data}: {', '.join(DEMO_FILES)}")
     options = (["--device", config.device] if config.device != "auto" else []) + (
+        ["--threads", str(config.threads)] if config.threads else []) + (
         ["--quiet"] if config.quiet else [])
     results = {}
     for name, title, argv in _steps(out):

@@ -9,6 +9,7 @@ baseline on the same split → metrics.json.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -31,6 +32,7 @@ from cmx_cli.tasks.variant import KIND, VariantTask, predict_variant_probabiliti
 from cmx_cli.training.distributed import SINGLE, Processes
 from cmx_cli.training.job import NewModel, RunResult, closing_line, encoder_config, run_job
 from cmx_cli.training.loop import FitResult
+from cmx_cli.variants.alleles import allele_change
 from cmx_cli.variants.labelled import LabelledVariants, load_labelled_variants
 from models import VariantClassifier, VariantClassifierConfig
 
@@ -156,6 +158,7 @@ class FinetuneJob:
     def __init__(self, config: FinetuneConfig) -> None:
         self.config = config
         self.split: Optional[LabelledVariantSplit] = None
+        self.trained_alleles: dict = {}
 
     def inputs(self) -> list:
         config = self.config
@@ -181,6 +184,10 @@ class FinetuneJob:
                           f"variants lie on (the longest is {longest:,} bp): every window is "
                           "clipped to its contig, so all variants of a contig share one context")
         self.split = split_variants(config, data)
+        #: Training alleles by change, which the checkpoint records (what it learnt from).
+        self.trained_alleles = dict(Counter(
+            allele_change(data.variants[i].ref, data.variants[i].alt)
+            for i in self.split.table.members("train")))
         for name in ("val", "test"):
             present = set(self.split.part(name)[1].tolist())
             if present and present != {0, 1}:
@@ -210,7 +217,10 @@ class FinetuneJob:
                    training_state: Optional[dict]) -> Checkpoint:
         config = self.config
         extra = {"groups": self.split.group_names, "group_field": config.group_field,
-                 "window": config.window, "label_field": config.label_field}
+                 "window": config.window, "label_field": config.label_field,
+                 "labels_table": Path(config.labels_table).name if config.labels_table else None,
+                 "trained_on": {"window": config.window, "max_len": model.config.encoder.max_len,
+                                "alleles": self.trained_alleles}}
         return Checkpoint(kind=KIND, model_config=model.config.to_dict(), state_dict=state_dict,
                           labels=["0", "1"], extra=extra, training_state=training_state)
 

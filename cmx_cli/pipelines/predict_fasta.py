@@ -20,7 +20,7 @@ from cmx_cli.io.checkpoint import load_checkpoint, model_files
 from cmx_cli.io.labels import FastaSource, LabelRule
 from cmx_cli.io.output import atomic_output, check_not_input, with_indexes
 from cmx_cli.metrics.classification import classification_metrics
-from cmx_cli.runtime import resolve_device, resolve_precision
+from cmx_cli.runtime import resolve_device, resolve_precision, use_threads
 from cmx_cli.settings import Runtime
 from cmx_cli.tasks.classification import KIND, build_classifier, predict_probabilities
 from models import set_compiled
@@ -90,6 +90,7 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
     checkpoint = load_checkpoint(config.model, KIND)
     model = build_classifier(checkpoint)
     set_compiled(model, config.runtime.compile_blocks)
+    use_threads(config.runtime.threads)
     device = resolve_device(config.runtime.device)
     precision = resolve_precision(config.runtime.precision, device)
     model.to(device)

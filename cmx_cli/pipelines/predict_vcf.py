@@ -27,7 +27,7 @@ from cmx_cli.io.checkpoint import Checkpoint, load_checkpoint, model_files
 from cmx_cli.io.output import check_not_input, with_indexes
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.vcf_reader import open_variants
-from cmx_cli.runtime import resolve_device, resolve_precision
+from cmx_cli.runtime import resolve_device, resolve_precision, use_threads
 from cmx_cli.settings import Runtime, VariantInput
 from cmx_cli.tasks import masked_bases, variant
 from cmx_cli.variants.preflight import preflight
@@ -98,12 +98,14 @@ def _group_reader(checkpoint: Checkpoint, config: PredictVcfConfig):
 
 def _scorer(checkpoint: Checkpoint, config: PredictVcfConfig) -> tuple[AlleleScorer, int]:
     """The scorer of a checkpoint, on its device, and the window it scores with."""
+    use_threads(config.runtime.threads)
     device = resolve_device(config.runtime.device)
     precision = resolve_precision(config.runtime.precision, device)
     if checkpoint.kind == variant.KIND:
         model = variant.build_variant_classifier(checkpoint)
-        scorer = variant.VariantScorer(model.to(device), config.max_tokens, device, precision,
-                                       config.average_strands, _group_reader(checkpoint, config))
+        scorer = variant.VariantScorer(checkpoint, model.to(device), config.max_tokens, device,
+                                       precision, config.average_strands,
+                                       _group_reader(checkpoint, config))
         window = config.variants.window or int(checkpoint.extra.get("window", DEFAULT_WINDOW))
     elif checkpoint.kind == masked_bases.KIND:
         if config.group or config.group_field:

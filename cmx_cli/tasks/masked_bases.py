@@ -32,6 +32,7 @@ from cmx_cli.io.checkpoint import MASKED_BASES, Checkpoint, build_model, load_ch
 from cmx_cli.metrics.masked_bases import MlmMetrics
 from cmx_cli.training.loop import LossTerms
 from cmx_cli.variants.alleles import is_snv
+from cmx_cli.variants.scoring import TrainingScope
 from cmx_cli.variants.windows import AlleleWindow
 from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
 
@@ -223,6 +224,7 @@ class ZeroShotScorer:
     def __init__(self, model: nn.Module, max_tokens: int, device: torch.device, precision: str):
         self.model, self.max_tokens = model, max_tokens
         self.device, self.precision = device, precision
+        self.scope = TrainingScope(model.config.encoder.max_len)
 
     @staticmethod
     def veto(window: AlleleWindow, ref: str, alt: str) -> Optional[str]:

@@ -25,6 +25,7 @@ from cmx_cli.inference import batched_outputs, mean_over_strands
 from cmx_cli.io.checkpoint import VARIANT_CLASSIFIER, Checkpoint, build_model
 from cmx_cli.metrics.classification import binary_metrics
 from cmx_cli.training.loop import LossTerms
+from cmx_cli.variants.scoring import TrainingScope
 from cmx_cli.variants.windows import AlleleWindow
 from models import VariantClassifier, VariantClassifierConfig
 
@@ -59,6 +60,13 @@ def pack_pairs(windows: Sequence[AlleleWindow], flips: Sequence[bool]
     tokens, offsets = pack([sequence for sequence, _ in ref + alt])  # (T,), (2B+1,)
     spans = torch.tensor([span for _, span in ref + alt], dtype=torch.int64)  # (2B, 2)
     return tokens, offsets, spans
+
+
+def probability(logits: torch.Tensor) -> np.ndarray:
+    """The sigmoid of logits, in float64, each value computed alike whatever its neighbours
+    (``torch.sigmoid`` takes a vectorised path for most elements and a scalar one for the
+    rest, which round differently, so a variant's score would depend on its batch)."""
+    return 1.0 / (1.0 + np.exp(-logits.double().numpy()))
 
 
 def group_logits(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -164,11 +172,19 @@ def predict_variant_probabilities(
         output = np.zeros(len(members), dtype=np.float64)
         for batch, _, logits in batched_outputs(model, lengths, pack_batch, max_tokens, device,
                                                 precision):
-            chosen = group_logits(logits, member_groups[batch])
-            output[batch] = torch.sigmoid(chosen).double().numpy()
+            output[batch] = probability(group_logits(logits, member_groups[batch]))
         return output
 
     return mean_over_strands(score, len(windows), average_strands)
+
+
+def label_meaning(extra: dict) -> str:
+    """What label 1 meant in training, from a checkpoint's ``extra``, for people."""
+    if extra.get("label_field"):
+        return f"INFO/{extra['label_field']} = 1, true, yes or set, in the training VCF"
+    if extra.get("labels_table"):
+        return f"label 1 in the training table {extra['labels_table']}"
+    return "label 1 in training"
 
 
 class VariantScorer:
@@ -176,7 +192,8 @@ class VariantScorer:
     (:class:`~cmx_cli.variants.scoring.AlleleScorer`).
 
     Args:
-        model: A :class:`models.VariantClassifier`, on ``device``.
+        checkpoint: The model's checkpoint (what label 1 meant, what it was trained on).
+        model: Its :class:`models.VariantClassifier`, on ``device``.
         max_tokens: Token budget per batch.
         device: Where to compute.
         precision: ``fp32`` or ``bf16``.
@@ -185,13 +202,16 @@ class VariantScorer:
             without a known group; None for a model without groups (every record group 0).
     """
 
-    def __init__(self, model: nn.Module, max_tokens: int, device: torch.device, precision: str,
-                 average_strands: bool = False,
+    def __init__(self, checkpoint: Checkpoint, model: nn.Module, max_tokens: int,
+                 device: torch.device, precision: str, average_strands: bool = False,
                  group_of: Optional[Callable[[Any], tuple[Any, Optional[str]]]] = None) -> None:
         self.model, self.max_tokens, self.device = model, max_tokens, device
         self.precision, self.average_strands = precision, average_strands
         self.group_of = group_of
-        self.description = DESCRIPTION + (", averaged over both strands" if average_strands else "")
+        self.description = (f"{DESCRIPTION} ({label_meaning(checkpoint.extra)})"
+                            + (", averaged over both strands" if average_strands else ""))
+        trained_on = checkpoint.extra.get("trained_on", {})
+        self.scope = TrainingScope(model.config.encoder.max_len, trained_on.get("alleles"))
 
     def veto(self, window: AlleleWindow, ref: str, alt: str) -> Optional[str]:
         """A classifier scores every allele that passed the checks."""

@@ -28,7 +28,7 @@ from cmx_cli.io.checkpoint import LAST, Checkpoint, load_checkpoint
 from cmx_cli.io.output import check_not_input
 from cmx_cli.io.run_dir import (
     CONFIG_NAME, METRICS_NAME, RUN_FILES, SPLIT_NAME, held_run_dir, write_json)
-from cmx_cli.runtime import resolve_precision, seeded
+from cmx_cli.runtime import resolve_precision, seeded, use_threads
 from cmx_cli.settings import EncoderStart, EncoderShape, to_dict
 from cmx_cli.tasks.masked_bases import load_encoder
 from cmx_cli.training.distributed import SINGLE, Processes
@@ -151,6 +151,7 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
            processes: Processes, started: float) -> Optional[RunResult]:
     """:func:`run_job` in its held run directory."""
     config = job.config
+    use_threads(config.runtime.threads)
     device = processes.device(config.runtime.device)
     precision = resolve_precision(config.runtime.precision, device)
     split = job.read_data(reporter)

@@ -33,6 +33,7 @@ SKIP_REASONS: dict[str, str] = {
     "symbolic": "symbolic allele (<DEL>, <INS>, <*>, <NON_REF>, ...)",
     "breakend": "breakend allele (A[chr2:123[, .A, A.)",
     "invalid_allele": "letters other than A, C, G, T, N in REF or ALT",
+    "no_change": "ALT equals REF (no change to score)",
     "out_of_range": "REF lies beyond the end of the FASTA contig",
     "ref_mismatch": "REF differs from the reference FASTA",
     "too_long": "allele longer than the window",
@@ -80,12 +81,15 @@ class RecordCheck:
             contig is missing so REF could not be checked).
         ref_detail: What the FASTA holds there, for messages ("" when REF agrees).
         alleles: One status per ALT allele (one ``missing_alt`` status without ALT).
+        ambiguous_ref: REF agrees with the FASTA only as an IUPAC code: it holds N (or
+            another ambiguity code) where the FASTA has a base.
     """
 
     contig: Optional[str]
     ref_problem: Optional[str]
     ref_detail: str
     alleles: tuple[AlleleStatus, ...]
+    ambiguous_ref: bool = False
 
 
 def is_snv(ref: str, alt: str) -> bool:
@@ -98,9 +102,24 @@ def is_snv(ref: str, alt: str) -> bool:
 
 def allele_kind(ref: str, alt: str) -> str:
     """Return ``"snv"``, ``"indel"`` (lengths differ) or ``"mnv"`` (other substitutions)."""
+    change = allele_change(ref, alt)
+    return "indel" if change in ("insertion", "deletion") else change
+
+
+def allele_change(ref: str, alt: str) -> str:
+    """Return ``"snv"``, ``"insertion"`` (ALT longer), ``"deletion"`` (ALT shorter) or
+    ``"mnv"`` (other substitutions)."""
     if is_snv(ref, alt):
         return "snv"
-    return "indel" if len(ref) != len(alt) else "mnv"
+    if len(alt) != len(ref):
+        return "insertion" if len(alt) > len(ref) else "deletion"
+    return "mnv"
+
+
+def is_ambiguous_ref(ref: str, fasta_letters: str) -> bool:
+    """Whether a REF holds N or another IUPAC code where the reference has a plain base."""
+    return any(ours not in "ACGT" and theirs in "ACGT"
+               for ours, theirs in zip(ref.upper(), fasta_letters.upper()))
 
 
 def alt_form_reason(ref: str, alt: Optional[str]) -> Optional[str]:
@@ -111,7 +130,8 @@ def alt_form_reason(ref: str, alt: Optional[str]) -> Optional[str]:
         alt: The ALT allele (None or ``.`` when the record has none).
 
     Returns:
-        ``missing_alt``, ``star``, ``symbolic``, ``breakend``, ``invalid_allele`` or None.
+        ``missing_alt``, ``star``, ``symbolic``, ``breakend``, ``invalid_allele``,
+        ``no_change`` or None.
     """
     if alt is None or alt in ("", "."):
         return "missing_alt"
@@ -124,6 +144,8 @@ def alt_form_reason(ref: str, alt: Optional[str]) -> Optional[str]:
         return "breakend"
     if not set(alt.upper()) <= _ALT_LETTERS or not ref or not set(ref.upper()) <= _IUPAC.keys():
         return "invalid_allele"
+    if alt.upper() == ref.upper():
+        return "no_change"
     return None
 
 
@@ -188,10 +210,13 @@ def classify_record(
     ref = record.ref or ""
     alts = tuple(record.alts) if record.alts else (None,)
     contig = reference.resolve(record.chrom)
-    problem, detail = (None, "")
+    problem, detail, ambiguous = (None, "", False)
     ref_valid = bool(ref) and set(ref.upper()) <= _IUPAC.keys()
     if contig is not None and ref_valid:
         problem, detail = check_ref(reference, contig, record.pos, ref)
+        if problem is None and not set(ref.upper()) <= set("ACGT"):
+            letters = reference.fetch(contig, record.pos - 1, record.pos - 1 + len(ref))
+            ambiguous = is_ambiguous_ref(ref, letters.decode("ascii", "replace"))
     statuses = []
     for index, alt in enumerate(alts):
         shown = alt if alt is not None else "."
@@ -202,7 +227,7 @@ def classify_record(
         if reason is None and max(len(ref), len(shown)) > window:
             reason = "too_long"
         statuses.append(AlleleStatus(index if alt is not None else -1, shown, reason))
-    return RecordCheck(contig, problem, detail, tuple(statuses))
+    return RecordCheck(contig, problem, detail, tuple(statuses), ambiguous)
 
 
 def split_record(record: Any, alt_index: int) -> Any:

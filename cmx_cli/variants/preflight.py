@@ -49,6 +49,8 @@ class PreflightReport:
         aliases_applied: VCF contig -> FASTA contig, where the names differ.
         ref_mismatches, out_of_range: Records whose REF disagrees with the FASTA, or
             passes a contig end; ``ref_mismatch_examples`` describes the first five.
+        ambiguous_refs: Scorable records whose REF holds N or another IUPAC code where the
+            FASTA has a base (scored against the FASTA's base).
         length_mismatches: Contig -> (length in the VCF header, length in the FASTA).
         is_sorted: Whether the records are sorted (indexed output needs it).
         warnings: One line per problem worth telling the user.
@@ -70,6 +72,7 @@ class PreflightReport:
     aliases_applied: dict[str, str] = field(default_factory=dict)
     ref_mismatches: int = 0
     out_of_range: int = 0
+    ambiguous_refs: int = 0
     ref_mismatch_examples: list[str] = field(default_factory=list)
     length_mismatches: dict[str, tuple[int, int]] = field(default_factory=dict)
     is_sorted: bool = True
@@ -167,6 +170,8 @@ def preflight(
                     "of the contig: VCF positions start at 1 (0 is for telomeric breakends only)",
                     "fix the record's position, or remove the record")
             report.records += 1
+            report.ambiguous_refs += check.ambiguous_ref and any(
+                status.scorable for status in check.alleles)
             report.alt_alleles += len(alts)
             report.multiallelic_records += len(alts) > 1
             report.is_sorted &= place >= last
@@ -230,6 +235,10 @@ def _check_contigs(report: PreflightReport, reference: ReferenceGenome) -> None:
             f"{report.ref_mismatches:,} REF mismatch(es) with the FASTA ({action}) and "
             f"{report.out_of_range:,} REF(s) beyond a contig end; first: "
             f"{report.ref_mismatch_examples[0]}")
+    if report.ambiguous_refs:
+        report.warnings.append(
+            f"{report.ambiguous_refs:,} record(s) have an ambiguous REF (N or another IUPAC "
+            "code) where the FASTA has a base: their windows take the FASTA's base")
     if report.length_mismatches:
         name, (declared, actual) = next(iter(report.length_mismatches.items()))
         report.warnings.append(

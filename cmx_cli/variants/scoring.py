@@ -35,7 +35,7 @@ from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.vcf_reader import VariantReader
 from cmx_cli.io.vcf_writer import open_writer, output_kind
-from cmx_cli.variants.alleles import AlleleStatus, classify_record
+from cmx_cli.variants.alleles import AlleleStatus, allele_change, classify_record
 from cmx_cli.variants.preflight import PreflightReport
 from cmx_cli.variants.windows import AlleleWindow, make_windows
 
@@ -43,11 +43,58 @@ _TBI_MAX_POSITION = 2**29 - 1  # TBI: min_shift 14 and 5 levels cover 2^29 bp
 _INFO_ID = re.compile(r"^[A-Za-z_][0-9A-Za-z_.]*$")  # VCF 4.3, section 1.6.1
 
 
+class TrainingScope:
+    """What a model learnt from, and how much it is asked to score outside it: counted and
+    said, never silent (DESIGN.md, "Trust").
+
+    Args:
+        max_len: The longest input the encoder was sized for, in bp.
+        alleles: Training alleles by change (``snv``, ``insertion``, ``deletion``, ``mnv``);
+            None when the model saw no variants (a pretrained model) or its checkpoint
+            does not say.
+    """
+
+    _NAMES = {"snv": "SNV", "insertion": "indel (insertion)", "deletion": "indel (deletion)",
+              "mnv": "MNV"}
+
+    def __init__(self, max_len: int, alleles: Optional[dict[str, int]] = None) -> None:
+        self.max_len, self.alleles = max_len, alleles
+        self.unseen: Counter = Counter()
+        self.too_long = 0
+
+    def note(self, window: AlleleWindow, ref: str, alt: str) -> None:
+        """Count one allele about to be scored."""
+        if max(len(window.ref_tokens), len(window.alt_tokens)) > self.max_len:
+            self.too_long += 1
+        change = allele_change(ref, alt)
+        if self.alleles is not None and not self.alleles.get(change):
+            self.unseen[change] += 1
+
+    def warnings(self) -> list[str]:
+        """One line per way the scored alleles went beyond the training."""
+        lines = []
+        if self.unseen:
+            kinds = ", ".join(f"{count:,} {self._NAMES[kind]}"
+                              for kind, count in sorted(self.unseen.items()))
+            trained = " and ".join(f"{count:,} {self._NAMES[kind]}"
+                                   for kind, count in sorted(self.alleles.items()) if count)
+            lines.append(f"{sum(self.unseen.values()):,} allele(s) of a kind the model never "
+                         f"saw in training were scored ({kinds}); it was trained on "
+                         f"{trained or 'no variants'} only")
+        if self.too_long:
+            lines.append(f"{self.too_long:,} variant window(s) are longer than the model's "
+                         f"max_len ({self.max_len:,} bp): they passed every block, but not "
+                         "every position could reach every other")
+        return lines
+
+
 class AlleleScorer(Protocol):
     """What scores alleles: a model, with what it can score and how to say what it gives."""
 
     #: The header description of the scores (INFO ``Number=A``, ``Type=Float``).
     description: str
+    #: What the model learnt from (None: nothing to check).
+    scope: Optional[TrainingScope]
 
     def veto(self, window: AlleleWindow, ref: str, alt: str) -> Optional[str]:
         """Why an allele that passed the checks cannot be scored (e.g. ``indel`` for a
@@ -209,6 +256,8 @@ def score_variants(
                 if allele_window is not None and not veto:
                     veto = context_veto
                     allele_window = replace(allele_window, context=context)
+                if allele_window is not None and not veto and scorer.scope is not None:
+                    scorer.scope.note(allele_window, record.ref, status.alt)
                 if veto:
                     status, allele_window = replace(status, reason=veto), None
                 if status.reason is not None:
@@ -221,6 +270,9 @@ def score_variants(
             if len(windows) >= chunk_alleles or len(pending) >= chunk_alleles:
                 flush()
         flush()
+    if reporter is not None and scorer.scope is not None:
+        for warning in scorer.scope.warnings():
+            reporter.warn(warning)
     return ScoreSummary(output.path, writer.index_path, reader.records_read, writer.written,
                         sum(outcomes.values()), dict(outcomes), time.perf_counter() - started)
 
