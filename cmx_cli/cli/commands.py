@@ -69,9 +69,10 @@ def predict(input_path: str, model: str, output: str, average_strands: bool,
     on_interrupt("cmx predict stopped before it finished; "
                  + ("what it wrote to standard output is incomplete" if output == "-" else
                     f"nothing was written to {output} (an output appears only when complete)"))
-    # By content (a VCF named calls.txt is a VCF); by name when the content says nothing.
+    # By content (a VCF named calls.txt is a VCF); when the content says nothing (an empty
+    # file), by the name or by --reference, which only VCF input takes.
     kind = input_kind(Path(input_path)) or (
-        "vcf" if input_path.lower().endswith(VCF_SUFFIXES) else "fasta")
+        "vcf" if input_path.lower().endswith(VCF_SUFFIXES) or variants.reference else "fasta")
     if kind in ("vcf", "bcf"):
         if variants.reference is None:
             raise click.UsageError("scoring a VCF needs --reference genome.fa")
