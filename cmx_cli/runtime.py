@@ -5,8 +5,11 @@ import contextlib
 from typing import Optional
 
 import torch
+from torch import nn
 
 from cmx_cli.errors import CmxError, CmxUsageError
+from cmx_cli.settings import Runtime
+from models import cast_encoders_, set_compiled
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -31,11 +34,40 @@ def use_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` is bf16 autocast on CUDA and fp32 on the CPU."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16, which AMX CPUs have too), as
+    torch's CPU feature check reports it."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check is not None and check())
+
+
+def resolve_precision(name: str, device: torch.device, inference: bool = False) -> str:
+    """``auto`` is bf16 on CUDA; on the CPU it is bf16 for inference when the CPU has native
+    bf16 (:func:`cpu_has_bf16`), and fp32 otherwise (and for training)."""
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        return "bf16" if device.type == "cuda" or (inference and cpu_has_bf16()) else "fp32"
     return name
+
+
+def ready_for_inference(model: nn.Module, runtime: Runtime) -> tuple[torch.device, str]:
+    """Put a model where and how ``runtime`` says, for prediction only.
+
+    With bf16 the encoder stacks are cast to bfloat16 once, weights and activations, instead
+    of casting at every operation (autocast); pooling and heads stay float32.
+
+    Returns:
+        The device, and the precision to run the model under (``fp32`` when its encoders
+        were cast: there is nothing left for autocast to do).
+    """
+    use_threads(runtime.threads)
+    device = resolve_device(runtime.device)
+    precision = resolve_precision(runtime.precision, device, inference=True)
+    set_compiled(model, runtime.compile_blocks)
+    model.eval().to(device)
+    if precision == "bf16":
+        cast_encoders_(model, torch.bfloat16)
+        precision = "fp32"
+    return device, precision
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -3,7 +3,7 @@
 Note: ``models`` is a top-level import name; it can shadow another installed package of the
 same name.
 """
-from models.chordmixer import ChordMixer, ChordMixerBlock, set_checkpointing
+from models.chordmixer import ChordMixer, ChordMixerBlock, cast_encoders_, set_checkpointing
 from models.compiling import set_compiled
 from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
 from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
@@ -28,6 +28,7 @@ __all__ = [
     "VariantClassifier",
     "VariantClassifierConfig",
     "blocks_for_length",
+    "cast_encoders_",
     "ceil_log2",
     "mean_pool",
     "rotate_reference",

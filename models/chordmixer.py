@@ -134,8 +134,10 @@ class ChordMixer(nn.Module):
         x = order.ordered(tokens)
         if self.embedding is not None:
             x = self.embedding(x)  # (T, d)
+        else:
+            x = x.to(next(self.parameters()).dtype)  # features, in this network's own dtype
         if added is not None:
-            x = x + order.ordered(added)
+            x = x + order.ordered(added).to(x.dtype)
         if self.config.reversible:
             first, second = (half.contiguous() for half in x.chunk(2, dim=1))  # (T, d/2) each
             del x  # nothing needs the whole input any more
@@ -222,3 +224,14 @@ def set_checkpointing(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
         if isinstance(module, ChordMixer):
             module.checkpointing = enabled
+
+
+def cast_encoders_(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast every ChordMixer stack inside ``model`` to ``dtype``, weights and activations
+    (in place; for inference). Heads, pooling and the bridges between stacks keep their
+    own dtype: each stack takes its inputs in its dtype and hands on its output as it is.
+    """
+    for module in model.modules():
+        if isinstance(module, ChordMixer):
+            module.to(dtype)
+    return model

@@ -74,6 +74,12 @@ class ChordMixerConfig:
         """⌈log2 max_len⌉ blocks, at least one."""
         return blocks_for_length(self.max_len)
 
+    @property
+    def reach(self) -> int:
+        """The longest sequence of which every output position depends on every input
+        position (Prop. 3.1): 2^n_blocks, at least max_len."""
+        return 2 ** self.n_blocks
+
     def to_dict(self) -> dict:
         """Return a plain dict, safe for ``torch.save`` and ``torch.load(weights_only=True)``."""
         return asdict(self)

@@ -72,6 +72,8 @@ class MaskedAutoencoder(nn.Module):
             (T, 4) float32 logits over A, C, G, T.
         """
         # float32, as the encoder's residual stream is: under bf16 autocast the Linear
-        # returns bf16, and the decoder's residual stream would round to it.
-        features = self.bridge(self.encoder(tokens, offsets)).float()  # (T, d_decoder)
+        # returns bf16, and the decoder's residual stream would round to it. (The decoder
+        # takes it in its own dtype, which differs when its weights are cast for inference.)
+        encoded = self.encoder(tokens, offsets)  # (T, d)
+        features = self.bridge(encoded.to(self.bridge.weight.dtype)).float()  # (T, d_decoder)
         return rows_alike(self.output, self.decoder(features, offsets))  # (T, 4)

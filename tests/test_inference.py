@@ -10,7 +10,7 @@ from cmx_cli.tasks.variant import predict_variant_probabilities
 from cmx_cli.variants.windows import AlleleWindow
 from models import (
     ChordMixerConfig, ClassifierConfig, MaskedAutoencoder, MaskedAutoencoderConfig,
-    SequenceClassifier, VariantClassifier, VariantClassifierConfig)
+    SequenceClassifier, VariantClassifier, VariantClassifierConfig, cast_encoders_)
 
 CPU = torch.device("cpu")
 ENCODER = ChordMixerConfig(max_len=256, track_size=4, hidden_size=16, dropout=0.0)
@@ -40,9 +40,12 @@ def _windows(count: int, seed: int) -> list[AlleleWindow]:
 
 
 @pytest.mark.parametrize("average_strands", [False, True])
-def test_a_variant_scores_alike_alone_and_in_any_batch(average_strands):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-encoder"])
+def test_a_variant_scores_alike_alone_and_in_any_batch(average_strands, bf16):
     torch.manual_seed(0)
     model = VariantClassifier(VariantClassifierConfig(ENCODER, n_groups=2, head_hidden=16))
+    if bf16:
+        cast_encoders_(model, torch.bfloat16)  # how prediction runs in bf16
     windows = _windows(90, seed=1)
     groups = np.arange(90) % 2
     whole = predict_variant_probabilities(model, windows, groups, 4096, CPU, "fp32",

@@ -63,3 +63,28 @@ def test_autocast_bf16_on_cpu():
     with autocast(torch.device("cpu"), "bf16"):
         assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
     assert layer(torch.ones(1, 4)).dtype == torch.float32
+
+
+def test_auto_precision_is_bf16_for_prediction_on_a_cpu_with_native_bf16(monkeypatch):
+    from cmx_cli import runtime
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"  # training
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
+        assert resolve_precision("auto", cpu, inference=True) == ("bf16" if native else "fp32")
+        assert resolve_precision("fp32", cpu, inference=True) == "fp32"
+
+
+def test_bf16_prediction_casts_the_encoder_once_and_keeps_the_head_float32():
+    from cmx_cli.runtime import ready_for_inference
+    from cmx_cli.settings import Runtime
+    from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
+
+    model = SequenceClassifier(ClassifierConfig(ChordMixerConfig(max_len=64, track_size=2,
+                                                                 hidden_size=8), 2))
+    device, precision = ready_for_inference(model, Runtime(device="cpu", precision="bf16"))
+    assert device == torch.device("cpu") and precision == "fp32"  # no autocast on top
+    assert {p.dtype for p in model.encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.classifier.parameters()} == {torch.float32}
+    assert not model.training

@@ -195,7 +195,8 @@ def runtime_options(precision: bool = True, compile_blocks: bool = True) -> Deco
     if precision:
         options.append(click.option(
             "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-            help="Numeric precision: auto is bf16 autocast on CUDA and fp32 on the CPU."))
+            help="Numeric precision: auto is bf16 on CUDA, and for prediction on CPUs with "
+                 "native bf16 (AVX512-BF16 or AMX); fp32 otherwise."))
     if compile_blocks:
         options.append(click.option(
             "--compile", "compile_blocks", is_flag=True,

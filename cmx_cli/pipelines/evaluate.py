@@ -12,7 +12,7 @@ from cmx_cli.baselines.markov import evaluate_baseline, load_baselines
 from cmx_cli.data.pretrain_sources import plan_sources
 from cmx_cli.data.samplers import make_sampler
 from cmx_cli.io.checkpoint import load_checkpoint, resolve_checkpoint_path
-from cmx_cli.runtime import resolve_device, resolve_precision, use_threads
+from cmx_cli.runtime import ready_for_inference
 from cmx_cli.settings import Runtime
 from cmx_cli.tasks.masked_bases import (
     KIND, MaskingSettings, build_autoencoder, evaluate_masked, mask_all)
@@ -60,10 +60,7 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     """
     checkpoint = load_checkpoint(config.model, KIND)
     model = build_autoencoder(checkpoint)
-    use_threads(config.runtime.threads)
-    device = resolve_device(config.runtime.device)
-    precision = resolve_precision(config.runtime.precision, device)
-    model.to(device)
+    device, precision = ready_for_inference(model, config.runtime)
     unigram, markov = load_baselines(resolve_checkpoint_path(config.model).parent)
     trained = MaskingSettings(**checkpoint.extra["masking"])
     settings = MaskingSettings(config.mask if config.mask is not None else trained.rate,

@@ -20,10 +20,9 @@ from cmx_cli.io.checkpoint import load_checkpoint, model_files
 from cmx_cli.io.labels import FastaSource, LabelRule
 from cmx_cli.io.output import atomic_output, check_not_input, with_indexes
 from cmx_cli.metrics.classification import classification_metrics
-from cmx_cli.runtime import resolve_device, resolve_precision, use_threads
+from cmx_cli.runtime import ready_for_inference
 from cmx_cli.settings import Runtime
 from cmx_cli.tasks.classification import KIND, build_classifier, predict_probabilities
-from models import set_compiled
 
 
 @dataclass(frozen=True)
@@ -89,18 +88,17 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
                     config.labels_table, *model_files(config.model))
     checkpoint = load_checkpoint(config.model, KIND)
     model = build_classifier(checkpoint)
-    set_compiled(model, config.runtime.compile_blocks)
-    use_threads(config.runtime.threads)
-    device = resolve_device(config.runtime.device)
-    precision = resolve_precision(config.runtime.precision, device)
-    model.to(device)
+    device, precision = ready_for_inference(model, config.runtime)
     class_names = checkpoint.labels
     class_index = {name: i for i, name in enumerate(class_names)}
     labelled = config.label_regex is not None or config.labels_table is not None
     rule = LabelRule.build(config.label_regex, config.labels_table) if labelled else None
     source = FastaSource(Path(config.fasta), None)
     total = count_records(Path(config.fasta))
-    max_len = model.config.encoder.max_len
+    # A sequence past the encoder's reach passes every block, but not every position can
+    # reach every other (an attention encoder has no such limit).
+    encoder = model.config.encoder
+    reach = getattr(encoder, "reach", None)
 
     true_labels: list[int] = []
     labelled_probabilities: list[np.ndarray] = []
@@ -119,7 +117,7 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
             for record, row in zip(chunk, probabilities):
                 writer.writerow([record.name, len(record.tokens), class_names[int(row.argmax())]]
                                 + [f"{p:.6g}" for p in row])
-                n_longer += len(record.tokens) > max_len
+                n_longer += reach is not None and len(record.tokens) > reach
                 if rule is None:
                     continue
                 label = rule.label_for(source, record.name, record.description)
@@ -134,8 +132,9 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
             bar.advance(len(chunk))
     if n_longer:
         reporter.warn(
-            f"{n_longer} sequence(s) are longer than the model's max_len ({max_len} bp): they "
-            "passed every block, but not every position could reach every other"
+            f"{n_longer} sequence(s) are longer than the model's max_len ({encoder.max_len:,} "
+            f"bp) and its reach ({reach:,} bp): they passed every block, but not every "
+            "position could reach every other"
         )
     if n_unlabelled:
         reporter.warn(f"{n_unlabelled} record(s) have no label and are not in the metrics")

@@ -27,12 +27,11 @@ from cmx_cli.io.checkpoint import Checkpoint, load_checkpoint, model_files
 from cmx_cli.io.output import check_not_input, with_indexes
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.vcf_reader import open_variants
-from cmx_cli.runtime import resolve_device, resolve_precision, use_threads
+from cmx_cli.runtime import ready_for_inference
 from cmx_cli.settings import Runtime, VariantInput
 from cmx_cli.tasks import masked_bases, variant
 from cmx_cli.variants.preflight import preflight
 from cmx_cli.variants.scoring import AlleleScorer, ScoreOutput, ScoreSummary, score_variants
-from models import set_compiled
 
 DEFAULT_WINDOW = 1000
 
@@ -98,28 +97,25 @@ def _group_reader(checkpoint: Checkpoint, config: PredictVcfConfig):
 
 def _scorer(checkpoint: Checkpoint, config: PredictVcfConfig) -> tuple[AlleleScorer, int]:
     """The scorer of a checkpoint, on its device, and the window it scores with."""
-    use_threads(config.runtime.threads)
-    device = resolve_device(config.runtime.device)
-    precision = resolve_precision(config.runtime.precision, device)
     if checkpoint.kind == variant.KIND:
+        group_of = _group_reader(checkpoint, config)
         model = variant.build_variant_classifier(checkpoint)
-        scorer = variant.VariantScorer(checkpoint, model.to(device), config.max_tokens, device,
-                                       precision, config.average_strands,
-                                       _group_reader(checkpoint, config))
+        device, precision = ready_for_inference(model, config.runtime)
+        scorer = variant.VariantScorer(checkpoint, model, config.max_tokens, device, precision,
+                                       config.average_strands, group_of)
         window = config.variants.window or int(checkpoint.extra.get("window", DEFAULT_WINDOW))
     elif checkpoint.kind == masked_bases.KIND:
         if config.group or config.group_field:
             raise CmxError(f"{checkpoint.path}: a pretrained model has no groups",
                            "drop --group and --group-field.")
         model = masked_bases.build_autoencoder(checkpoint)
-        scorer = masked_bases.ZeroShotScorer(model.to(device), config.max_tokens, device,
-                                             precision)
+        device, precision = ready_for_inference(model, config.runtime)
+        scorer = masked_bases.ZeroShotScorer(model, config.max_tokens, device, precision)
         window = config.variants.window or DEFAULT_WINDOW
     else:
         raise CmxError(
             f"{checkpoint.path}: a {checkpoint.kind} model cannot score variants",
             "use a `cmx finetune` run, or a `cmx pretrain` run for zero-shot SNV scores.")
-    set_compiled(model, config.runtime.compile_blocks)
     return scorer, window
 
 

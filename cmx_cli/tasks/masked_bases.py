@@ -224,7 +224,8 @@ class ZeroShotScorer:
     def __init__(self, model: nn.Module, max_tokens: int, device: torch.device, precision: str):
         self.model, self.max_tokens = model, max_tokens
         self.device, self.precision = device, precision
-        self.scope = TrainingScope(model.config.encoder.max_len)
+        encoder = model.config.encoder
+        self.scope = TrainingScope(encoder.max_len, encoder.reach)
 
     @staticmethod
     def veto(window: AlleleWindow, ref: str, alt: str) -> Optional[str]:

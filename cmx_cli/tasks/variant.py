@@ -211,7 +211,8 @@ class VariantScorer:
         self.description = (f"{DESCRIPTION} ({label_meaning(checkpoint.extra)})"
                             + (", averaged over both strands" if average_strands else ""))
         trained_on = checkpoint.extra.get("trained_on", {})
-        self.scope = TrainingScope(model.config.encoder.max_len, trained_on.get("alleles"))
+        encoder = model.config.encoder
+        self.scope = TrainingScope(encoder.max_len, encoder.reach, trained_on.get("alleles"))
 
     def veto(self, window: AlleleWindow, ref: str, alt: str) -> Optional[str]:
         """A classifier scores every allele that passed the checks."""

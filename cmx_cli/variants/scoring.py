@@ -49,6 +49,7 @@ class TrainingScope:
 
     Args:
         max_len: The longest input the encoder was sized for, in bp.
+        reach: The longest input of which every position reaches every other (2^blocks).
         alleles: Training alleles by change (``snv``, ``insertion``, ``deletion``, ``mnv``);
             None when the model saw no variants (a pretrained model) or its checkpoint
             does not say.
@@ -57,14 +58,15 @@ class TrainingScope:
     _NAMES = {"snv": "SNV", "insertion": "indel (insertion)", "deletion": "indel (deletion)",
               "mnv": "MNV"}
 
-    def __init__(self, max_len: int, alleles: Optional[dict[str, int]] = None) -> None:
-        self.max_len, self.alleles = max_len, alleles
+    def __init__(self, max_len: int, reach: int,
+                 alleles: Optional[dict[str, int]] = None) -> None:
+        self.max_len, self.reach, self.alleles = max_len, reach, alleles
         self.unseen: Counter = Counter()
         self.too_long = 0
 
     def note(self, window: AlleleWindow, ref: str, alt: str) -> None:
         """Count one allele about to be scored."""
-        if max(len(window.ref_tokens), len(window.alt_tokens)) > self.max_len:
+        if max(len(window.ref_tokens), len(window.alt_tokens)) > self.reach:
             self.too_long += 1
         change = allele_change(ref, alt)
         if self.alleles is not None and not self.alleles.get(change):
@@ -83,8 +85,9 @@ class TrainingScope:
                          f"{trained or 'no variants'} only")
         if self.too_long:
             lines.append(f"{self.too_long:,} variant window(s) are longer than the model's "
-                         f"max_len ({self.max_len:,} bp): they passed every block, but not "
-                         "every position could reach every other")
+                         f"max_len ({self.max_len:,} bp) and its reach ({self.reach:,} bp): "
+                         "they passed every block, but not every position could reach every "
+                         "other")
         return lines
 
 
