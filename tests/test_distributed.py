@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,8 +129,18 @@ def test_train_stopped_and_resumed_in_two_processes_equals_one_process(data_dir,
     assert [row["step"] for row in _log(tmp_path / "run2")][0] == "1"
 
 
-def test_pretrain_in_two_processes_equals_one_process(tmp_path):
-    arguments = ["pretrain", "--fasta", str(DEMO_DATA / "umaydis_demo.fa.gz"),
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """A copy of the demo data (genome, VCF and their indexes), so that no run of these
+    tests writes an index into the source tree."""
+    copy = tmp_path_factory.mktemp("demo_data")
+    for name in ("umaydis_demo.fa.gz", "codon_snvs.vcf.gz", "codon_snvs.vcf.gz.tbi"):
+        shutil.copy2(DEMO_DATA / name, copy / name)
+    return copy
+
+
+def test_pretrain_in_two_processes_equals_one_process(demo_data, tmp_path):
+    arguments = ["pretrain", "--fasta", str(demo_data / "umaydis_demo.fa.gz"),
                  "--min-length", "128", "--max-length", "512", "--tokens-per-epoch", "30000",
                  "--validation-tokens", "5000", "--epochs", "2", "--track-size", "4",
                  "--hidden-size", "16", "--dropout", "0", "--device", "cpu", "--quiet"]
@@ -139,9 +150,9 @@ def test_pretrain_in_two_processes_equals_one_process(tmp_path):
     _assert_same_training(tmp_path / "one", tmp_path / "two")
 
 
-def test_finetune_in_two_processes_equals_one_process(tmp_path):
-    arguments = ["finetune", "--vcf", str(DEMO_DATA / "codon_snvs.vcf.gz"),
-                 "--reference", str(DEMO_DATA / "umaydis_demo.fa.gz"), "--label-field", "LABEL",
+def test_finetune_in_two_processes_equals_one_process(demo_data, tmp_path):
+    arguments = ["finetune", "--vcf", str(demo_data / "codon_snvs.vcf.gz"),
+                 "--reference", str(demo_data / "umaydis_demo.fa.gz"), "--label-field", "LABEL",
                  "--region", "chr01:1-60000", "--window", "64", "--no-rc", "--head-dropout", "0", "--epochs", "2",
                  "--track-size", "4", "--hidden-size", "16", "--dropout", "0", "--device", "cpu",
                  "--quiet"]

@@ -98,6 +98,33 @@ def test_index_is_created_when_missing(data_copy):
     assert index.is_file()
 
 
+def test_a_failed_index_build_leaves_no_index_and_no_scratch(data_copy):
+    # pyfaidx writes part of the index before it meets the duplicate name: none of it may
+    # stay, beside the file or in a scratch directory, or the next reader would trust it.
+    path = data_copy("fasta_duplicate.fa")
+    with pytest.raises(CmxError):
+        count_records(path)
+    assert sorted(entry.name for entry in path.parent.iterdir()) == [path.name]
+
+
+def test_index_appears_whole_under_its_name(data_copy, monkeypatch):
+    # Readers that look while the index is being built (other torchrun ranks) see no index,
+    # never part of one: it is renamed into place when complete.
+    path = data_copy("fasta_mixed.fa")
+    index = Path(f"{path}.fai")
+    seen = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        seen.append((Path(target), index.exists(), Path(source).read_text()))
+        real_replace(source, target)
+
+    monkeypatch.setattr(fasta_index_module.os, "replace", replace)
+    count_records(path)
+    assert [(target, existed) for target, existed, _ in seen] == [(index, False)]
+    assert seen[0][2] == index.read_text() and index.read_text().count("\n") == 3
+
+
 def test_open_fasta_keeps_case_and_returns_strings(data_copy):
     with open_fasta(data_copy("fasta_mixed.fa")) as fasta:
         assert fasta.get_seq("seq1", 17, 24) == "acgtacGU"

@@ -22,7 +22,7 @@ import pyfaidx
 
 from cmx_cli import alphabet
 from cmx_cli.errors import CmxError
-from cmx_cli.io.fasta_index import choose_index, marked_index
+from cmx_cli.io.fasta_index import build_index, choose_index, marked_index
 from cmx_cli.io.sniff import (
     BYTE_ORDER_MARK, GZIP_MAGIC, bgzf_name, content_head, guess_kind, is_bgzf, raw_head)
 
@@ -89,6 +89,8 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
     bgzf, marked = _check_file(path)
     try:
         index = marked_index(path) if marked else choose_index(path, bgzf)
+        if index.build:
+            index = build_index(path, index, bgzf)
         return pyfaidx.Fasta(
             str(path),
             indexname=str(index.fai),
@@ -97,9 +99,9 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
             sequence_always_upper=False,
             read_long_names=False,
             duplicate_action="stop",
-            # An index that exists was checked against the file (whatever its mtime says).
-            rebuild=index.build,
-            build_index=index.build,
+            # The index was checked against the file (whatever its mtime says), or built.
+            rebuild=False,
+            build_index=False,
         )
     except _READ_ERRORS as error:
         raise _translate(path, error) from error

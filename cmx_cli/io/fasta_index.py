@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+from cmx_cli.io.output import atomic_output
 from cmx_cli.io.sniff import BYTE_ORDER_MARK
 
 LOG = logging.getLogger("cmx_cli")
@@ -92,7 +93,34 @@ def marked_index(path: Path) -> IndexChoice:
             fields = line.split("\t")
             fields[2] = str(int(fields[2]) + len(BYTE_ORDER_MARK))
             lines.append("\t".join(fields) + "\n")
-    choice.fai.write_text("".join(lines))
+    with atomic_output(choice.fai) as stream:
+        stream.write("".join(lines))
+    return choice._replace(build=False)
+
+
+def build_index(path: Path, choice: IndexChoice, bgzf: bool) -> IndexChoice:
+    """Build the index files of ``path`` where ``choice`` says, atomically: pyfaidx writes
+    them in a scratch directory beside them, and they are renamed into place, so a reader
+    (another torchrun rank, another cmx) sees a whole index or none.
+
+    Returns:
+        ``choice``, marked as built.
+
+    Raises:
+        Whatever pyfaidx raises for a file it cannot index (see ``fasta._translate``).
+    """
+    import pyfaidx
+
+    scratch = Path(tempfile.mkdtemp(prefix=".cmx-index-", dir=choice.fai.parent))
+    try:
+        fai, gzi = scratch / choice.fai.name, scratch / choice.gzi.name
+        pyfaidx.Faidx(str(path), indexname=str(fai), gzi_indexname=str(gzi) if bgzf else None,
+                      duplicate_action="stop", read_long_names=False).close()
+        if bgzf:
+            os.replace(gzi, choice.gzi)
+        os.replace(fai, choice.fai)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return choice._replace(build=False)
 
 
