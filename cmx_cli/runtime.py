@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 from typing import Optional
 
 import torch
@@ -47,6 +48,21 @@ def resolve_precision(name: str, device: torch.device, inference: bool = False) 
     if name == "auto":
         return "bf16" if device.type == "cuda" or (inference and cpu_has_bf16()) else "fp32"
     return name
+
+
+def native_precisions(name: str, device: torch.device) -> tuple[str, ...]:
+    """The precisions `cmx bench` measures: ``auto`` is fp32 and, where the device computes
+    bf16 natively (CUDA, or a CPU with :func:`cpu_has_bf16`), bf16 too; a name is itself."""
+    if name != "auto":
+        return (name,)
+    return ("fp32", "bf16") if device.type == "cuda" or cpu_has_bf16() else ("fp32",)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """This process's peak memory: allocated on a CUDA device, resident on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def ready_for_inference(model: nn.Module, runtime: Runtime) -> tuple[torch.device, str]:

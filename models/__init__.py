@@ -3,9 +3,10 @@
 Note: ``models`` is a top-level import name; it can shadow another installed package of the
 same name.
 """
-from models.chordmixer import ChordMixer, ChordMixerBlock, cast_encoders_, set_checkpointing
+from models.chordmixer import ChordMixer, ChordMixerBlock, set_checkpointing
 from models.compiling import set_compiled
 from models.config import ChordMixerConfig, blocks_for_length, ceil_log2
+from models.encoders import cast_encoders_
 from models.heads import ClassifierConfig, SequenceClassifier, mean_pool
 from models.transformer import Transformer, TransformerConfig
 from models.mlm import MaskedAutoencoder, MaskedAutoencoderConfig

@@ -224,14 +224,3 @@ def set_checkpointing(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
         if isinstance(module, ChordMixer):
             module.checkpointing = enabled
-
-
-def cast_encoders_(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """Cast every ChordMixer stack inside ``model`` to ``dtype``, weights and activations
-    (in place; for inference). Heads, pooling and the bridges between stacks keep their
-    own dtype: each stack takes its inputs in its dtype and hands on its output as it is.
-    """
-    for module in model.modules():
-        if isinstance(module, ChordMixer):
-            module.to(dtype)
-    return model

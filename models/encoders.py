@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
+import torch
 from torch import nn
 
 from models.chordmixer import ChordMixer
@@ -24,3 +25,15 @@ def architecture_of(config: EncoderConfig) -> str:
 def build_encoder(config: EncoderConfig) -> nn.Module:
     """The encoder network of a config."""
     return ARCHITECTURES[architecture_of(config)][1](config)
+
+
+def cast_encoders_(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast every encoder stack inside ``model`` to ``dtype``, weights and activations (in
+    place; for inference). Heads, pooling and the bridges between stacks keep their own
+    dtype: each stack takes its inputs in its dtype and hands on its output as it is.
+    """
+    networks = tuple(network for _, network in ARCHITECTURES.values())
+    for module in model.modules():
+        if isinstance(module, networks):
+            module.to(dtype)
+    return model

@@ -13,6 +13,9 @@ from cmx_cli.cli import cli
 from cmx_cli.pipelines import bench
 from cmx_cli.cli.render import bench_tables
 from cmx_cli.pipelines.bench import _run_case, _timed, _timed_together, packed_lengths, step_flops
+from cmx_cli.pipelines.bench_variants import variant_case, write_inputs
+from cmx_cli.runtime import native_precisions
+from cmx_cli.settings import EncoderShape, Runtime
 from models import ChordMixerConfig
 
 
@@ -39,34 +42,69 @@ def test_step_flops_count_each_sequences_own_blocks():
 def test_a_tiny_benchmark_reports_every_case(tmp_path):
     result = CliRunner().invoke(cli, [
         "bench", "--lengths", "64", "--packed-tokens", "256", "--mean-length", "50",
-        "--repeats", "1", "--track-size", "4", "--hidden-size", "16", "--json"])
+        "--repeats", "1", "--track-size", "4", "--hidden-size", "16", "--variant-records", "30",
+        "--window", "64", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
+    # fp32, and bf16 beside it where this CPU computes bf16 natively.
+    assert report["precisions"] == list(native_precisions("auto", torch.device("cpu")))
     assert [case["batch"] for case in report["cases"]][0] == "1 × 64"
     for case in report["cases"]:
         for mode in ("train", "inference", "attention", "attention-inference"):
-            assert case[mode]["tokens_per_second"] > 0 and case[mode]["peak_bytes"] > 0
-    assert report["cases"][-1]["train"]["tokens"] == 256
+            assert set(case[mode]) == set(report["precisions"])
+            for measured in case[mode].values():
+                assert measured["tokens_per_second"] > 0 and measured["peak_bytes"] > 0
+    assert report["cases"][-1]["train"]["fp32"]["tokens"] == 256
     assert report["speedup_over_reference"] > 0
     limits = report["limits"]
     assert limits["rotation_share_of_copy"] > 0 and limits["mlp_share_of_matmul"] > 0
     assert limits["single_rotation_share_of_copy"] > 0 and limits["train_share_of_matmul"] > 0
     assert report["speedup_over_reference"] == pytest.approx(
         limits["train_tokens_per_second"] / limits["reference_tokens_per_second"])
-    console = Console(width=300, record=True)
+    assert set(report["variants"]) == {"fine-tuned", "zero-shot"}
+    for by_precision in report["variants"].values():
+        assert set(by_precision) == set(report["precisions"])
+        for measured in by_precision.values():
+            assert measured["records"] == 30 and measured["scored"] >= 30  # some multi-allelic
+            assert measured["variants_per_second"] == pytest.approx(30 / measured["seconds"])
+    console = Console(width=400, record=True)
     for table in bench_tables(report):
         console.print(table)
     text = console.export_text()
-    for row in ("rotation vs copy", "training step vs matmul", "per-sequence torch.roll"):
+    for row in ("rotation vs copy", "training step vs matmul", "per-sequence torch.roll",
+                "fine-tuned", "zero-shot", "variants/s"):
         assert row in text
     title = bench_tables(report)[0].title
-    assert title == f"cmx bench on cpu ({report['threads']} threads, fp32)"
+    assert title == f"cmx bench on cpu ({report['threads']} threads)"
     assert bench_tables(report)[0].caption is None
-    report["cases"][0]["train"] = {"error": "out of memory"}
+    report["cases"][0]["train"]["fp32"] = {"error": "out of memory"}
     assert "--checkpointing or --reversible" in bench_tables(report)[0].caption
     report["config"]["checkpointing"] = report["config"]["runtime"]["compile_blocks"] = True
-    assert bench_tables(report)[0].title.endswith("fp32, checkpointing, compiled blocks)")
+    assert bench_tables(report)[0].title.endswith("threads, checkpointing, compiled blocks)")
     assert bench_tables(report)[0].caption is None
+
+
+def test_the_variant_case_writes_the_snvs_it_was_asked_for(tmp_path):
+    reference, vcf = write_inputs(tmp_path, records=200, window=64, seed=5)
+    rows = [line.split("\t") for line in vcf.read_text().splitlines()
+            if not line.startswith("#")]
+    genome = "".join(reference.read_text().split("\n")[1:])
+    assert len(rows) == 200
+    positions = [int(row[1]) for row in rows]
+    assert positions == sorted(set(positions))
+    for row in rows:
+        ref, alts = row[3], row[4].split(",")
+        assert ref == genome[int(row[1]) - 1] and ref not in alts and len(set(alts)) == len(alts)
+    multi_allelic = sum(len(row[4].split(",")) == 2 for row in rows)
+    assert 5 <= multi_allelic <= 40  # about one in ten
+
+
+@pytest.mark.parametrize("kind", ["fine-tuned", "zero-shot"])
+def test_a_variant_case_scores_every_allele(kind, tmp_path):
+    measured = variant_case(kind, 12, 64, EncoderShape(track_size=4, hidden_size=16),
+                            Runtime(device="cpu", precision="fp32"), seed=0)
+    assert measured["records"] == 12 and measured["scored"] >= 12
+    assert measured["seconds"] > 0 and measured["peak_bytes"] > 0
 
 
 def test_compared_runs_take_turns():

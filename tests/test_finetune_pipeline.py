@@ -169,7 +169,9 @@ def test_predict_with_compile_scores_as_without(trained, dataset, tmp_path, fres
         with open(tmp_path / name) as handle:
             return np.array([float(row["score"]) for row in csv.DictReader(handle, delimiter="\t")])
 
-    eager, compiled = scores("eager.tsv"), scores("compiled.tsv", compile_blocks=True)
+    # In exact float32: bf16 prediction rounds fused and unfused kernels differently.
+    eager = scores("eager.tsv", precision="fp32")
+    compiled = scores("compiled.tsv", compile_blocks=True, precision="fp32")
     assert fresh_compiler["stats"]["unique_graphs"] > 0
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
 

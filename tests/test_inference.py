@@ -82,3 +82,27 @@ def test_a_zero_shot_score_is_alike_alone_and_in_any_batch():
     whole = scorer(windows)
     alone = np.array([scorer([window])[0] for window in windows])
     assert np.array_equal(whole, alone)
+
+
+def test_the_alleles_of_one_site_share_one_masked_pass_per_strand(monkeypatch):
+    from cmx_cli.tasks import masked_bases
+
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(MaskedAutoencoderConfig.build(ENCODER, 2, 8))
+    scorer = ZeroShotScorer(model, 4096, CPU, "fp32")
+    reference = np.random.default_rng(4).integers(0, 4, 41).astype(np.uint8)
+    windows = []
+    for alt in range(4):
+        if alt != reference[20]:
+            changed = reference.copy()
+            changed[20] = alt
+            windows.append(AlleleWindow(reference, changed, (20, 21), (20, 21)))
+    alone = [scorer([window])[0] for window in windows]
+    passes = []
+    original = masked_bases.predict_log_probabilities
+    monkeypatch.setattr(masked_bases, "predict_log_probabilities",
+                        lambda model, inputs, *rest: passes.append(len(inputs))
+                        or original(model, inputs, *rest))
+    together = scorer(windows)
+    assert passes == [2]  # both strands of the one site, for its three ALT alleles
+    assert np.array_equal(together, alone)

@@ -80,8 +80,10 @@ def test_rc_averages_both_strands(trained_run, data_dir, tmp_path):
 @allow_compiler_warnings
 def test_compile_gives_the_same_probabilities(trained_run, data_dir, tmp_path, fresh_compiler):
     query = data_dir / "capsule_small" / "query.fa"
-    _predict(trained_run, query, tmp_path / "eager.tsv")
-    _predict(trained_run, query, tmp_path / "compiled.tsv", compile_blocks=True)
+    # In exact float32: bf16 prediction rounds fused and unfused kernels differently.
+    _predict(trained_run, query, tmp_path / "eager.tsv", precision="fp32")
+    _predict(trained_run, query, tmp_path / "compiled.tsv", compile_blocks=True,
+             precision="fp32")
     assert fresh_compiler["stats"]["unique_graphs"] > 0
     eager, compiled = _read_tsv(tmp_path / "eager.tsv"), _read_tsv(tmp_path / "compiled.tsv")
     assert [row[:3] for row in eager] == [row[:3] for row in compiled]

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from models import (
-    ChordMixerConfig, ClassifierConfig, SequenceClassifier, Transformer, TransformerConfig)
+    ChordMixerConfig, ClassifierConfig, SequenceClassifier, Transformer, TransformerConfig,
+    cast_encoders_)
 
 CONFIG = TransformerConfig(d_model=32, n_layers=2, n_heads=2, hidden_size=32, dropout=0.0)
 
@@ -54,3 +55,38 @@ def test_classifier_configs_name_their_architecture():
     assert ClassifierConfig.from_dict(old).encoder == ChordMixerConfig(max_len=64)
     with pytest.raises(ValueError):
         ClassifierConfig.from_dict({**old, "arch": "lstm"})
+
+
+def test_attention_dropout_is_off_by_default_and_old_configs_load():
+    matched = TransformerConfig.matching(ChordMixerConfig(max_len=1000, dropout=0.2))
+    assert matched.attention_dropout == 0.0 and matched.dropout == 0.2
+    old = {key: value for key, value in matched.to_dict().items() if key != "attention_dropout"}
+    assert TransformerConfig.from_dict(old) == matched
+
+
+def test_a_batch_of_one_length_runs_without_a_mask_as_with_one():
+    torch.manual_seed(0)
+    network = Transformer(CONFIG).eval()
+    tokens, offsets = _batch([25, 25, 25])
+    unmasked = network(tokens, offsets)  # every sequence as long as the longest: no mask
+    tokens_short, offsets_short = _batch([25, 25, 25, 3])
+    masked = network(tokens_short, offsets_short)[:75]
+    assert torch.allclose(unmasked, masked, atol=1e-5)
+
+
+def test_a_classifier_cast_to_bf16_runs_its_attention_in_bf16_and_its_head_in_fp32():
+    # How prediction runs in bf16: the encoder cast once, the head left in float32.
+    torch.manual_seed(0)
+    model = SequenceClassifier(ClassifierConfig(CONFIG, n_classes=3)).eval()
+    tokens, offsets = _batch([40, 9, 23])
+    added = torch.randn(int(offsets[-1]), CONFIG.d_model)
+    with torch.no_grad():
+        exact = model(tokens, offsets)
+        cast_encoders_(model, torch.bfloat16)
+        assert model.encoder.embedding.weight.dtype == torch.bfloat16
+        assert all(p.dtype == torch.float32 for name, p in model.named_parameters()
+                   if not name.startswith("encoder."))
+        approximate = model(tokens, offsets)
+        features = model.encoder(tokens, offsets, added)
+    assert approximate.dtype == torch.float32 and features.dtype == torch.bfloat16
+    torch.testing.assert_close(approximate, exact, atol=0.05, rtol=0.05)

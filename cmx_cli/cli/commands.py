@@ -165,6 +165,11 @@ def _length_list(ctx, param, value: str) -> tuple:
               help="Also time the dot-product attention baseline of the same width and depth.")
 @click.option("--attention-seconds", type=click.FloatRange(min=1), default=300, show_default=True,
               help="Stop an attention case after this many seconds; longer ones are skipped.")
+@click.option("--variant-records", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="SNV records of the synthetic VCF that `cmx predict` scores with a "
+                   "fine-tuned and a zero-shot model, for variants/s (0 skips it).")
+@click.option("--window", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Window of the variant cases, in bp.")
 @JSON_OUTPUT
 @runtime_options()
 @QUIET
@@ -178,7 +183,12 @@ def bench(shape: EncoderShape, runtime: Runtime, as_json: bool, quiet: bool,
     block MLP against plain matrix products, the speed-up over a per-sequence torch.roll
     rotation, and a dot-product attention baseline of the same width and depth. The runs
     compared with each other take turns in one process, so that both sides of a ratio see
-    the same machine.
+    the same machine. Then scores a synthetic VCF as `cmx predict` does, with a fine-tuned
+    and a zero-shot model, in variants/s.
+
+    With --precision auto, every case runs in fp32 and, where the device computes bf16
+    natively (CUDA, or a CPU with AVX512-BF16), in bf16 too: training under autocast,
+    prediction with the encoders cast to bf16, as cmx train and cmx predict run them.
 
     Example: cmx bench --lengths 131072,1000000 --checkpointing --no-attention --json
     """

@@ -91,9 +91,10 @@ def _gib(value: int) -> str:
 
 
 def bench_tables(results: dict) -> list[Table]:
-    """The results as rich tables."""
+    """The results as rich tables: speed and memory per batch and precision, the packed batch
+    against the hardware's limits, and the variant cases."""
     config = results["config"]
-    setup = [f"{results['threads']} threads", results["precision"]]
+    setup = [f"{results['threads']} threads"]
     setup += [name for name, on in (("checkpointing", config["checkpointing"]),
                                     ("reversible blocks", config["shape"]["reversible"]),
                                     ("compiled blocks", config["runtime"]["compile_blocks"]))
@@ -102,32 +103,44 @@ def bench_tables(results: dict) -> list[Table]:
     modes = [mode for mode in ("train", "inference", "attention", "attention-inference")
              if mode in results["cases"][0]]
     table.add_column("batch")
+    table.add_column("precision")
     for mode in modes:
         name = {"train": "train", "inference": "inference", "attention": "attention train",
                 "attention-inference": "attention inference"}[mode]
         table.add_column(f"{name} tok/s", justify="right")
         table.add_column(f"{name} peak", justify="right")
     for case in results["cases"]:
-        cells = [case["batch"]]
-        for mode in modes:
-            measured = case[mode]
-            if "error" in measured:
-                cells += [measured["error"], ""]
-            else:
-                cells += [f"{measured['tokens_per_second']:,.0f}", _gib(measured["peak_bytes"])]
-        table.add_row(*cells)
+        for precision in results["precisions"]:
+            cells = [case["batch"], precision]
+            for mode in modes:
+                measured = case[mode][precision]
+                if "error" in measured:
+                    cells += [measured["error"], ""]
+                else:
+                    cells += [f"{measured['tokens_per_second']:,.0f}",
+                              _gib(measured["peak_bytes"])]
+            table.add_row(*cells)
     if not (config["checkpointing"] or config["shape"]["reversible"]) and any(
-            case["train"].get("error") == OUT_OF_MEMORY for case in results["cases"]):
+            measured.get("error") == OUT_OF_MEMORY
+            for case in results["cases"] for measured in case["train"].values()):
         table.caption = ("Training ran out of memory: --checkpointing or --reversible trains "
                          "in far less (see cmx train --help).")
+    tables = [table, _limits_table(results)]
+    if results["variants"]:
+        tables.append(_variants_table(results))
+    return tables
+
+
+def _limits_table(results: dict) -> Table:
     measured = results["limits"]
     limits = Table(title="Against the hardware's limits and the reference (packed batch of the "
-                         "table's last row, timed in turns in one process)")
+                         f"table's last row, {results['precisions'][0]}, timed in turns in one "
+                         "process)")
     for column in ("measure", "cmx", "limit", "share"):
         limits.add_column(column, justify="left" if column == "measure" else "right")
     if "error" in measured:
         limits.add_row("all", measured["error"], "", "")
-        return [table, limits]
+        return limits
     for name, share, ours, limit, unit in SHARES:
         limits.add_row(name, f"{measured[ours] / unit:.1f}", f"{measured[limit] / unit:.1f}",
                        f"{measured[share]:.0%}")
@@ -136,4 +149,20 @@ def bench_tables(results: dict) -> list[Table]:
                        f"{measured['train_tokens_per_second']:,.0f}",
                        f"{measured['reference_tokens_per_second']:,.0f}",
                        f"{results['speedup_over_reference']:.1f}×")
-    return [table, limits]
+    return limits
+
+
+def _variants_table(results: dict) -> Table:
+    config = results["config"]
+    table = Table(title=f"cmx predict on a VCF ({config['variant_records']:,} SNV records, "
+                        f"{config['window']:,}-bp windows; pre-flight pass to written output)")
+    for column in ("model", "precision", "variants/s", "seconds", "peak"):
+        table.add_column(column, justify="left" if column in ("model", "precision") else "right")
+    for kind, by_precision in results["variants"].items():
+        for precision, measured in by_precision.items():
+            if "error" in measured:
+                table.add_row(kind, precision, measured["error"], "", "")
+            else:
+                table.add_row(kind, precision, f"{measured['variants_per_second']:,.1f}",
+                              f"{measured['seconds']:.2f}", _gib(measured["peak_bytes"]))
+    return table

@@ -15,6 +15,11 @@ The cases:
   paper's adding problem (log-normal, mean ``mean_length``), in tokens/s;
 * a dot-product attention baseline (:class:`models.Transformer`, the same width and depth)
   on the same batches, until a case runs out of memory or past ``attention_seconds``;
+* each of these in fp32 and, where the device computes bf16 natively, in bf16 (``--precision
+  auto``; one precision when it is named): training under bf16 autocast, as `cmx train
+  --precision bf16` runs; inference with the encoders cast to bf16, as `cmx predict` runs;
+* `cmx predict` over a synthetic VCF with a fine-tuned and a pretrained (zero-shot) model,
+  in variants/s (:mod:`cmx_cli.pipelines.bench_variants`);
 * on the packed batch, in one more process, measurements timed in turns so that each ratio
   compares runs under the same conditions: the rotation alone, in GB/s (bytes read +
   written), of the packed batch and of the same tokens as one sequence (the slice-copy fast
@@ -30,7 +35,7 @@ import math
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from queue import Empty
 from typing import Callable, Optional
@@ -39,8 +44,11 @@ import numpy as np
 import torch
 
 from cmx_cli.console import Reporter
-from cmx_cli.runtime import autocast, resolve_device, resolve_precision, use_threads
-from cmx_cli.settings import Runtime, EncoderShape
+from cmx_cli.pipelines.bench_variants import KINDS, variant_case
+from cmx_cli.runtime import (
+    autocast, native_precisions, peak_memory_bytes, ready_for_inference, resolve_device,
+    use_threads)
+from cmx_cli.settings import EncoderShape, Runtime
 from models import (
     ChordMixerConfig, ClassifierConfig, ReferenceRotationPlan, RotationPlan, SequenceClassifier,
     TransformerConfig, set_checkpointing, set_compiled)
@@ -74,6 +82,8 @@ class BenchConfig:
     roll_reference: bool = True
     attention: bool = True
     attention_seconds: float = 300.0
+    variant_records: int = 1000
+    window: int = 1000
     runtime: Runtime = field(default_factory=Runtime)
     seed: int = 0
 
@@ -146,12 +156,6 @@ def _timed_together(runs: dict, repeats: int, device: torch.device) -> dict:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 def step_flops(lengths: list[int], config: ChordMixerConfig) -> float:
     """FLOPs of a training step's block MLPs: 3 × forward, 4·d·h per token and block."""
     per_token_block = 4.0 * config.d_model * config.hidden_size
@@ -159,24 +163,30 @@ def step_flops(lengths: list[int], config: ChordMixerConfig) -> float:
     return 3.0 * per_token_block * passes
 
 
-def _runner(config: BenchConfig, lengths: list[int], mode: str) -> tuple:
+def _runner(config: BenchConfig, lengths: list[int], mode: str, precision: str) -> tuple:
     """A fresh seeded network and one call of ``mode`` on the batch of ``lengths``.
 
     ``mode``: ``train``, ``inference``, ``reference`` (training with the per-sequence
     rotation), ``attention`` or ``attention-inference`` (the Transformer baseline).
+    ``precision``: ``fp32`` or ``bf16``; inference runs as `cmx predict` runs it
+    (:func:`~cmx_cli.runtime.ready_for_inference`), training under autocast.
 
     Returns:
         (the network, a callable that runs one training step or one inference).
     """
     use_threads(config.runtime.threads)
     device = resolve_device(config.runtime.device)
-    precision = resolve_precision(config.runtime.precision, device)
     model = _model(config, max(lengths), device, attention=mode.startswith("attention"))
     if mode == "reference":
         model.encoder.plan_type = ReferenceRotationPlan
     inference = mode.endswith("inference")
     set_checkpointing(model, config.checkpointing and not inference)
-    set_compiled(model, config.runtime.compile_blocks)  # compiles in the untimed warm-up call
+    # Compiles in the untimed warm-up call.
+    if inference:
+        device, precision = ready_for_inference(model, replace(config.runtime,
+                                                               precision=precision))
+    else:
+        set_compiled(model, config.runtime.compile_blocks)
     tokens, offsets = _batch(lengths, device)
     labels = torch.zeros(len(lengths), dtype=torch.int64, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -193,23 +203,22 @@ def _runner(config: BenchConfig, lengths: list[int], mode: str) -> tuple:
         with autocast(device, precision):
             model(tokens, offsets)
 
-    if inference:
-        model.eval()
     return model, infer if inference else train_step
 
 
-def _case_model(config: BenchConfig, lengths: list[int], mode: str) -> dict:
+def _case_model(config: BenchConfig, lengths: list[int], mode: str, precision: str) -> dict:
     """Speed and peak memory of a training step or inference (runs in the child process)."""
     device = resolve_device(config.runtime.device)
-    _, run = _runner(config, lengths, mode)
+    _, run = _runner(config, lengths, mode, precision)
     seconds, timed_runs = _timed(run, config.repeats, device)
     return {"tokens": sum(lengths), "sequences": len(lengths), "seconds": seconds,
             "timed_runs": timed_runs, "tokens_per_second": sum(lengths) / seconds,
-            "peak_bytes": _peak_bytes(device)}
+            "peak_bytes": peak_memory_bytes(device)}
 
 
-def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
-    """The packed batch against the hardware's limits and the reference (child process).
+def _case_limits(config: BenchConfig, lengths: list[int], precision: str) -> dict:
+    """The packed batch against the hardware's limits and the reference (child process),
+    the training steps in ``precision``.
 
     Rotation vs copy bandwidth, block MLP and training step vs matrix-product FLOP/s, and
     the training step vs the per-sequence ``torch.roll`` network. Runs compared with each
@@ -217,7 +226,7 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
     with like.
     """
     device = resolve_device(config.runtime.device)
-    model, train_step = _runner(config, lengths, "train")
+    model, train_step = _runner(config, lengths, "train", precision)
     encoder = model.config.encoder
     _, offsets = _batch(lengths, device)
     x = torch.randn(sum(lengths), encoder.d_model, device=device)  # (T, d)
@@ -238,7 +247,7 @@ def _case_limits(config: BenchConfig, lengths: list[int]) -> dict:
     # Three groups, each timed in turns: runs that follow each other see the same caches.
     steps = {"train": train_step}
     if config.roll_reference:
-        steps["reference"] = _runner(config, lengths, "reference")[1]
+        steps["reference"] = _runner(config, lengths, "reference", precision)[1]
     seconds = _timed_together(steps, config.repeats * 5, device)
     with torch.no_grad():
         seconds |= _timed_together({"rotate": lambda: plan.rotate(x, out=out),
@@ -341,39 +350,55 @@ def run(config: BenchConfig, reporter: Optional[Reporter] = None) -> dict:
     """Measure every case.
 
     Returns:
-        The results (what ``--json`` prints): the config, the device, and per case the
-        speed and peak memory of each mode, or its error.
+        The results (what ``--json`` prints): the config, the device, the precisions, per
+        batch the speed and peak memory of each mode in each precision (or its error), the
+        packed batch against the hardware's limits, and the variant cases.
     """
     reporter = reporter or Reporter(quiet=True)
     use_threads(config.runtime.threads)  # the children take it from the config too
     device = resolve_device(config.runtime.device)
+    precisions = native_precisions(config.runtime.precision, device)
     packed = packed_lengths(config.packed_tokens, config.mean_length, config.seed)
     batches = [(f"1 × {length:,}", [length]) for length in config.lengths]
     batches.append((f"packed {len(packed)} × ~{config.mean_length:,}", packed))
     results: dict = {"config": asdict(config), "device": str(device),
-                     "precision": resolve_precision(config.runtime.precision, device),
-                     "threads": torch.get_num_threads(), "cases": []}
+                     "precisions": list(precisions), "threads": torch.get_num_threads(),
+                     "cases": []}
     modes = ("train", "inference") + (("attention", "attention-inference")
                                        if config.attention else ())
-    failed: set = set()  # attention modes that already failed on a shorter sequence
+    kinds = KINDS if config.variant_records else ()
+    failed: set = set()  # (attention mode, precision) that failed on a shorter sequence
     on_cpu = device.type == "cpu"
-    with reporter.progress("Benchmark", total=len(modes) * len(batches) + 1,
-                           unit="case") as progress:
+    total = (len(modes) * len(batches) + len(kinds)) * len(precisions) + 1
+    with reporter.progress("Benchmark", total=total, unit="case") as progress:
         for name, lengths in batches:
-            case = {"batch": name, "max_length": max(lengths)}
+            case: dict = {"batch": name, "max_length": max(lengths)}
             for mode in modes:
-                if mode in failed and len(lengths) == 1:
-                    case[mode] = {"error": "skipped: a shorter sequence failed"}
-                else:
-                    limit = config.attention_seconds if mode.startswith("attention") else None
-                    case[mode] = _run_case(_case_model, config, lengths, mode, seconds=limit,
-                                           limit_memory=on_cpu)
-                    if mode.startswith("attention") and "error" in case[mode]:
-                        failed.add(mode)
-                progress.advance()
+                case[mode] = {}
+                for precision in precisions:
+                    if (mode, precision) in failed and len(lengths) == 1:
+                        case[mode][precision] = {"error": "skipped: a shorter sequence failed"}
+                    else:
+                        limit = config.attention_seconds if mode.startswith("attention") else None
+                        case[mode][precision] = _run_case(
+                            _case_model, config, lengths, mode, precision, seconds=limit,
+                            limit_memory=on_cpu)
+                        if mode.startswith("attention") and "error" in case[mode][precision]:
+                            failed.add((mode, precision))
+                    progress.advance()
             results["cases"].append(case)
-        results["limits"] = _run_case(_case_limits, config, packed, limit_memory=on_cpu)
+        results["limits"] = _run_case(_case_limits, config, packed, precisions[0],
+                                      limit_memory=on_cpu)
         progress.advance()
+        results["variants"] = {}
+        for kind in kinds:
+            results["variants"][kind] = {}
+            for precision in precisions:
+                results["variants"][kind][precision] = _run_case(
+                    variant_case, kind, config.variant_records, config.window, config.shape,
+                    replace(config.runtime, precision=precision), config.seed,
+                    limit_memory=on_cpu)
+                progress.advance()
     _add_ratios(results)
     return results
 

@@ -244,33 +244,43 @@ class ZeroShotScorer:
     def __call__(self, windows: Sequence[AlleleWindow]) -> np.ndarray:
         """Score SNV windows.
 
+        One masked pass per strand and site gives log P of all four bases there, so the ALT
+        alleles of one site (a multi-allelic record, or records at one position) share it.
+
         Returns:
             (len(windows),) float64 log-likelihood ratios in nats, averaged over both
             strands; NaN where the reference base is N (no reference base to compare with).
         """
+        sites: dict[tuple, int] = {}  # (centre, REF window) -> site number
+        site_of = [sites.setdefault((window.ref_span[0], window.ref_tokens.tobytes()), len(sites))
+                   for window in windows]
+        first = {site: index for index, site in reversed(list(enumerate(site_of)))}
+        site_windows = [windows[first[site]] for site in range(len(sites))]
 
-        def score(members: Sequence[tuple[int, bool]]) -> np.ndarray:
-            inputs, positions, bases = [], [], []
-            for index, reverse in members:
-                window = windows[index]
-                centre = window.ref_span[0]
-                ref_base = int(window.ref_tokens[centre])
-                alt_base = int(window.alt_tokens[window.alt_span[0]])
-                tokens = window.ref_tokens.copy()
+        def log_probabilities(members: Sequence[tuple[int, bool]]) -> np.ndarray:
+            """(members, 4) log P of A C G T at each site's masked position, the reverse
+            strand's columns complemented back to the forward strand's bases."""
+            inputs, positions = [], []
+            for site, reverse in members:
+                tokens = site_windows[site].ref_tokens.copy()
+                centre = site_windows[site].ref_span[0]
                 if reverse:
                     tokens, centre = reverse_complement(tokens), len(tokens) - 1 - centre
-                    ref_base, alt_base = int(COMPLEMENT[ref_base]), int(COMPLEMENT[alt_base])
                 tokens[centre] = MASK
                 inputs.append(tokens)
                 positions.append(centre)
-                bases.append((ref_base, alt_base))
-            log_probabilities = predict_log_probabilities(
-                self.model, inputs, self.max_tokens, self.device, self.precision)
-            ratios = np.full(len(members), np.nan)
-            for i, (predicted, position, (ref_base, alt_base)) in enumerate(
-                    zip(log_probabilities, positions, bases)):
-                if ref_base < N and alt_base < N:
-                    ratios[i] = predicted[position, alt_base] - predicted[position, ref_base]
-            return ratios
+            predicted = predict_log_probabilities(self.model, inputs, self.max_tokens,
+                                                  self.device, self.precision)
+            rows = np.stack([values[position] for values, position in zip(predicted, positions)])
+            reverse = np.array([flipped for _, flipped in members])
+            rows[reverse] = rows[reverse][:, COMPLEMENT[:N]]  # column b: log P(b) forward
+            return rows.astype(np.float64)
 
-        return mean_over_strands(score, len(windows), both_strands=True)
+        averaged = mean_over_strands(log_probabilities, len(site_windows), both_strands=True)
+        ratios = np.full(len(windows), np.nan)
+        for index, (window, site) in enumerate(zip(windows, site_of)):
+            ref_base = int(window.ref_tokens[window.ref_span[0]])
+            alt_base = int(window.alt_tokens[window.alt_span[0]])
+            if ref_base < N and alt_base < N:
+                ratios[index] = averaged[site, alt_base] - averaged[site, ref_base]
+        return ratios
