@@ -31,7 +31,11 @@ setup(
         "scikit-learn>=1.3",
         "numpy>=1.24",
     ],
-    extras_require={"test": ["pytest>=7.4", "hypothesis>=6.80"]},
+    extras_require={
+        # Snakemake runs examples/workflow (scoring a VCF in shards); it needs Python 3.11.
+        "workflow": ["snakemake>=8.0; python_version >= '3.11'"],
+        "test": ["pytest>=7.4", "hypothesis>=6.80", "snakemake>=8.0; python_version >= '3.11'"],
+    },
     entry_points={"console_scripts": ["cmx = cmx_cli.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

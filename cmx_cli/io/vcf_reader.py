@@ -178,18 +178,27 @@ class VariantReader:
             "drop records", f"rebuild the index with `bcftools index -f {self.path.name}` "
             f"(or `tabix -f -p vcf {self.path.name}`)")
 
-    def _resolve_regions(self, regions: Sequence[str]) -> list[Region]:
+    def indexed_contigs(self, purpose: str = "--region") -> list[str]:
+        """The contigs the file's index lists, in its order (file order for a .tbi).
+
+        Raises:
+            CmxError: The file has no index; ``purpose`` says what needed it.
+        """
         if self._file.index is None:
             raise CmxError.in_record(
-                self.path, None, "--region needs an index (.tbi or .csi) beside the file",
+                self.path, None, f"{purpose} needs an index (.tbi or .csi) beside the file",
                 f"index it with `bcftools index {self.path.name}` (or `tabix -p vcf "
                 f"{self.path.name}`); compress a plain .vcf with `bgzip` first",
             )
+        return list(self._file.index)
+
+    def _resolve_regions(self, regions: Sequence[str]) -> list[Region]:
+        indexed = self.indexed_contigs()
         for suffix in (".csi", ".tbi"):
             index = Path(f"{self.path}{suffix}")
             if index.exists() and index.stat().st_mtime < self.path.stat().st_mtime:
                 self.warnings.append(f"the index {index.name} is older than {self.path.name}")
-        known = list(dict.fromkeys([*self.header.contigs, *self._file.index]))
+        known = list(dict.fromkeys([*self.header.contigs, *indexed]))
         parsed = []
         for text in regions:
             contig, start0, end0 = parse_region(text, known)
