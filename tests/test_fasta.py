@@ -125,6 +125,19 @@ def test_index_appears_whole_under_its_name(data_copy, monkeypatch):
     assert seen[0][2] == index.read_text() and index.read_text().count("\n") == 3
 
 
+def test_a_checked_index_older_than_its_fasta_is_used_quietly(tmp_path):
+    # Rewriting a FASTA with records of the same lengths leaves a valid index that is older
+    # than the file: cmx checks it and uses it, and pyfaidx's mtime warning is not shown
+    # (warnings are errors in the suite).
+    path = tmp_path / "q.fa"
+    path.write_text(">q\nACGTACGTAC\n")
+    assert [r.tokens.tolist() for r in iter_records(path)] == [[0, 1, 2, 3] * 2 + [0, 1]]
+    path.write_text(">q\nTTTTACGTAC\n")
+    index = tmp_path / "q.fa.fai"
+    os.utime(index, (path.stat().st_mtime - 10, path.stat().st_mtime - 10))
+    assert [r.tokens.tolist() for r in iter_records(path)] == [[3] * 4 + [0, 1, 2, 3, 0, 1]]
+
+
 def test_open_fasta_keeps_case_and_returns_strings(data_copy):
     with open_fasta(data_copy("fasta_mixed.fa")) as fasta:
         assert fasta.get_seq("seq1", 17, 24) == "acgtacGU"

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,18 +92,22 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
         index = marked_index(path) if marked else choose_index(path, bgzf)
         if index.build:
             index = build_index(path, index, bgzf)
-        return pyfaidx.Fasta(
-            str(path),
-            indexname=str(index.fai),
-            gzi_indexname=str(index.gzi) if bgzf else None,
-            as_raw=True,
-            sequence_always_upper=False,
-            read_long_names=False,
-            duplicate_action="stop",
-            # The index was checked against the file (whatever its mtime says), or built.
-            rebuild=False,
-            build_index=False,
-        )
+        with warnings.catch_warnings():
+            # The index was checked against the file (whatever its mtime says), or built, so
+            # pyfaidx's warning that it is older than the file says nothing.
+            warnings.filterwarnings("ignore", message="Index file .* is older than FASTA",
+                                    category=RuntimeWarning)
+            return pyfaidx.Fasta(
+                str(path),
+                indexname=str(index.fai),
+                gzi_indexname=str(index.gzi) if bgzf else None,
+                as_raw=True,
+                sequence_always_upper=False,
+                read_long_names=False,
+                duplicate_action="stop",
+                rebuild=False,
+                build_index=False,
+            )
     except _READ_ERRORS as error:
         raise _translate(path, error) from error
 
