@@ -1,7 +1,8 @@
 """The run directory every training job writes: its checks, its lock, its JSON files.
 
 One directory per run (DESIGN.md, "Checkpoints"): ``config.json`` (everything needed to rerun),
-``metrics.json``, ``log.tsv``, ``model.pt`` (best) and ``last.pt`` (for ``--resume``). The run
+``metrics.json``, ``log.tsv``, ``model.pt`` (best) and ``last.pt`` (for ``--resume``), and for a
+supervised run the held-out predictions its metrics come from (``test_predictions.tsv``). The run
 directory is where its config.json lies: nothing inside it says where to write.
 
 One writer at a time (DESIGN.md, "Trust"): a run holds an exclusive lock on ``.cmx.lock``
@@ -22,6 +23,7 @@ from typing import Iterator, TypeVar
 from cmx_cli.errors import CmxError
 from cmx_cli.io.checkpoint import BEST, LAST
 from cmx_cli.io.output import atomic_output, write_errors
+from cmx_cli.io.predictions import PREDICTIONS_NAME
 from cmx_cli.settings import from_dict
 
 CONFIG_NAME = "config.json"
@@ -38,7 +40,7 @@ Config = TypeVar("Config")
 UNFINISHED_FILES = frozenset({CONFIG_NAME, SPLIT_NAME, LOG_NAME, "baselines.pt", LOCK_NAME})
 #: Every file a run writes: none of them may be one of its inputs.
 RUN_FILES = (BEST, LAST, CONFIG_NAME, METRICS_NAME, SPLIT_NAME, LOG_NAME, "baselines.pt",
-             LOCK_NAME)
+             LOCK_NAME, PREDICTIONS_NAME)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
+from cmx_cli.metrics.bootstrap import bootstrap_intervals
+
 METRIC_NAMES = ("roc_auc", "pr_auc", "accuracy", "balanced_accuracy")
 
 
@@ -95,7 +97,7 @@ def _ranking_metrics(
 
 
 def classification_metrics(
-    y_true: np.ndarray, probabilities: np.ndarray, n_classes: int
+    y_true: np.ndarray, probabilities: np.ndarray, n_classes: int, intervals: bool = False
 ) -> dict:
     """Score predicted class probabilities against true class indices.
 
@@ -108,6 +110,8 @@ def classification_metrics(
         y_true: (N,) int class indices in ``0..n_classes-1``.
         probabilities: (N, n_classes) float predicted probabilities.
         n_classes: Number of classes C (at least 2).
+        intervals: Add 95% bootstrap intervals of the AUCs, ``roc_auc_ci`` and ``pr_auc_ci``
+            (``[low, high]``, or ``None`` where undefined; :mod:`cmx_cli.metrics.bootstrap`).
 
     Returns:
         ``{"n", "roc_auc", "pr_auc", "accuracy", "balanced_accuracy"}``: ``n`` is an int,
@@ -120,9 +124,14 @@ def classification_metrics(
     """
     labels, scores = _check_inputs(y_true, probabilities, n_classes)
     result: dict = {"n": int(labels.size), **{name: None for name in METRIC_NAMES}}
+    if intervals:
+        result |= {"roc_auc_ci": None, "pr_auc_ci": None}
     if labels.size == 0:
         return result
     result["roc_auc"], result["pr_auc"] = _ranking_metrics(labels, scores, n_classes)
+    if intervals:
+        result |= bootstrap_intervals(labels, scores if n_classes == 2 else _renormalise(scores),
+                                      n_classes)
     predicted = np.argmax(scores, axis=1)
     result["accuracy"] = float(accuracy_score(labels, predicted))
     result["balanced_accuracy"] = _balanced_accuracy(labels, predicted)
@@ -140,6 +149,7 @@ def metrics_by_length(
     lengths: np.ndarray,
     n_classes: int,
     n_bins: int = 10,
+    intervals: bool = False,
 ) -> list[dict]:
     """ROC-AUC within length-percentile bins (ChordMixer paper, Figure 5).
 
@@ -156,6 +166,7 @@ def metrics_by_length(
         lengths: (N,) int sequence lengths in bp.
         n_classes: Number of classes C.
         n_bins: Number of bins wanted (at least 1).
+        intervals: Add each bin's 95% bootstrap interval of ROC-AUC, ``roc_auc_ci``.
 
     Returns:
         One dict per bin, shortest first: ``{"percentiles": "0-10", "min_length",
@@ -181,7 +192,8 @@ def metrics_by_length(
     result = []
     for index in range(bins):
         members = order[edges[index] : edges[index + 1]]
-        metrics = classification_metrics(labels[members], scores[members], n_classes)
+        metrics = classification_metrics(labels[members], scores[members], n_classes,
+                                         intervals)
         result.append(
             {
                 "percentiles": (
@@ -191,13 +203,16 @@ def metrics_by_length(
                 "max_length": int(sizes[members].max()),
                 "n": int(members.size),
                 "roc_auc": metrics["roc_auc"],
+                **({"roc_auc_ci": metrics["roc_auc_ci"]} if intervals else {}),
             }
         )
     return result
 
 
-def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray,
+                   intervals: bool = False) -> dict:
     """:func:`classification_metrics` of 0/1 labels and P(label 1)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     return classification_metrics(np.asarray(labels, dtype=np.int64),
-                                  np.stack([1.0 - probabilities, probabilities], axis=1), 2)
+                                  np.stack([1.0 - probabilities, probabilities], axis=1), 2,
+                                  intervals)

@@ -5,13 +5,21 @@ from typing import Optional
 
 from rich.table import Table
 
+from cmx_cli.metrics.bootstrap import RESAMPLES
+
 #: Shown in tables where a metric is undefined.
 MISSING = "–"
+#: Says what the bracketed intervals are.
+INTERVAL_CAPTION = f"[low, high]: 95% bootstrap interval ({RESAMPLES:,} stratified resamples)"
 
 
-def _format(value: Optional[float]) -> str:
-    """Three decimals, or a dash where the metric is undefined."""
-    return MISSING if value is None else f"{value:.3f}"
+def _format(value: Optional[float], interval: Optional[list] = None) -> str:
+    """Three decimals, or a dash where the metric is undefined; with its 95% interval in
+    brackets when there is one."""
+    if value is None:
+        return MISSING
+    return f"{value:.3f}" + ("" if interval is None else
+                             f" [{interval[0]:.3f}, {interval[1]:.3f}]")
 
 
 def metrics_table(title: str, rows: dict[str, dict]) -> Table:
@@ -30,7 +38,8 @@ def metrics_table(title: str, rows: dict[str, dict]) -> Table:
 
 
 def comparison_table(title: str, rows: dict[str, dict], columns) -> Table:
-    """One row per model, one column per metric, n first; "–" where a metric is undefined.
+    """One row per model, one column per metric, n first; "–" where a metric is undefined,
+    and a metric's 95% bootstrap interval (key ``<metric>_ci``) in brackets beside it.
 
     Args:
         title: Table title.
@@ -41,12 +50,15 @@ def comparison_table(title: str, rows: dict[str, dict], columns) -> Table:
         A rich table.
     """
     table = Table(title=title)
+    if any(metrics.get(f"{key}_ci") for metrics in rows.values() for _, key in columns):
+        table.caption = INTERVAL_CAPTION
     table.add_column("model")
     for header in ("n", *(header for header, _ in columns)):
         table.add_column(header, justify="right")
     for name, metrics in rows.items():
         table.add_row(name, f"{metrics.get('n', 0):,}",
-                      *(_format(metrics.get(key)) for _, key in columns))
+                      *(_format(metrics.get(key), metrics.get(f"{key}_ci"))
+                        for _, key in columns))
     return table
 
 
@@ -58,9 +70,12 @@ def length_table(title: str, bins: list[dict]) -> Table:
         bins: The bins, shortest first.
 
     Returns:
-        A rich table with columns percentiles, length (bp), n, ROC-AUC.
+        A rich table with columns percentiles, length (bp), n, ROC-AUC (with its 95%
+        interval where the bins have one).
     """
     table = Table(title=title)
+    if any(row.get("roc_auc_ci") for row in bins):
+        table.caption = INTERVAL_CAPTION
     table.add_column("percentiles")
     for header in ("length (bp)", "n", "ROC-AUC"):
         table.add_column(header, justify="right")
@@ -69,7 +84,7 @@ def length_table(title: str, bins: list[dict]) -> Table:
             row["percentiles"],
             f"{row['min_length']:,}–{row['max_length']:,}",
             f"{row['n']:,}",
-            _format(row["roc_auc"]),
+            _format(row["roc_auc"], row.get("roc_auc_ci")),
         )
     return table
 

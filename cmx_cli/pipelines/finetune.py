@@ -23,6 +23,7 @@ from cmx_cli.console import Reporter
 from cmx_cli.data.split import SPLITS, SplitTable, contig_split, stratified_group_split
 from cmx_cli.errors import CmxError
 from cmx_cli.io.checkpoint import Checkpoint
+from cmx_cli.io.predictions import HeldOutPredictions
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.run_dir import read_config as read_run_config
 from cmx_cli.metrics.classification import binary_metrics
@@ -30,7 +31,8 @@ from cmx_cli.settings import (
     EncoderStart, HeldOut, Runtime, TrainingSettings, EncoderShape, VariantInput)
 from cmx_cli.tasks.variant import KIND, VariantTask, predict_variant_probabilities
 from cmx_cli.training.distributed import SINGLE, Processes
-from cmx_cli.training.job import NewModel, RunResult, closing_line, encoder_config, run_job
+from cmx_cli.training.job import (
+    NewModel, RunResult, closing_line, encoder_config, held_out_split, run_job)
 from cmx_cli.training.loop import FitResult
 from cmx_cli.variants.alleles import allele_change
 from cmx_cli.variants.labelled import LabelledVariants, load_labelled_variants
@@ -245,20 +247,43 @@ class FinetuneJob:
             "flank_baseline": {"description": baseline.describe(),
                                "seconds": round(baseline_seconds, 2)},
         }
+        scored = {}
         for name in ("val", "test"):
             windows, labels, groups = split.part(name)
             if not windows:
                 continue
-            scores = {"model": predict_variant_probabilities(model, windows, groups,
-                                                             config.max_tokens, device, precision),
-                      "flank_baseline": baseline.predict_proba(windows, groups)}
+            scores = scored[name] = {
+                "model": predict_variant_probabilities(model, windows, groups, config.max_tokens,
+                                                       device, precision),
+                "flank_baseline": baseline.predict_proba(windows, groups)}
             for key, probabilities in scores.items():
-                metrics[key][name] = binary_metrics(labels, probabilities)
+                metrics[key][name] = binary_metrics(labels, probabilities, intervals=True)
                 if len(split.group_names) > 1:
                     metrics[key][f"{name}_by_group"] = {
-                        group: binary_metrics(labels[groups == g], probabilities[groups == g])
+                        group: binary_metrics(labels[groups == g], probabilities[groups == g],
+                                              intervals=True)
                         for g, group in enumerate(split.group_names)}
+        held_out = held_out_split(metrics)
+        if held_out in scored:
+            metrics["predictions"] = self.held_out_predictions(
+                held_out, scored[held_out]["model"], scored[held_out]["flank_baseline"])
         return metrics
+
+    def held_out_predictions(self, name: str, cmx: np.ndarray,
+                             baseline: np.ndarray) -> HeldOutPredictions:
+        """The rows of test_predictions.tsv for the held-out split ``name``."""
+        split = self.split
+        windows, labels, groups = split.part(name)
+
+        def two_columns(p: np.ndarray) -> np.ndarray:
+            return np.stack([1.0 - p, p], axis=1)
+
+        group_names = ([split.group_names[g] for g in groups] if len(split.group_names) > 1
+                       else ["."] * len(windows))
+        return HeldOutPredictions(
+            name, ["0", "1"], [split.table.names[i] for i in split.table.members(name)],
+            np.array([len(w.ref_tokens) for w in windows], dtype=np.int64), labels,
+            group_names, two_columns(cmx), two_columns(baseline))
 
     def summary(self, metrics: dict, fit_result: FitResult, run_dir: Path, seconds: float) -> str:
         return closing_line("cmx finetune", metrics, "flank_baseline", "flank baseline",

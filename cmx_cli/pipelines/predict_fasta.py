@@ -151,8 +151,8 @@ def run(config: PredictFastaConfig, reporter: Optional[Reporter] = None) -> Pred
                           f"({', '.join(class_names)}), so no metrics; check --label-regex / --labels")
     if true_labels:
         metrics = classification_metrics(
-            np.array(true_labels), np.vstack(labelled_probabilities), len(class_names)
-        )
+            np.array(true_labels), np.vstack(labelled_probabilities), len(class_names),
+            intervals=True)
         auc = "n/a" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.3f}"
         summary += f"; ROC-AUC {auc}, accuracy {metrics['accuracy']:.3f} on {metrics['n']} labelled"
     if config.output != "-":

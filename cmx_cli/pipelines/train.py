@@ -23,6 +23,7 @@ from cmx_cli.errors import CmxError
 from cmx_cli.io.checkpoint import Checkpoint
 from cmx_cli.io.labels import (
     LabelledSequences, LabelRule, check_regex, header_field, load_labelled, parse_fasta_argument)
+from cmx_cli.io.predictions import HeldOutPredictions
 from cmx_cli.io.run_dir import read_config as read_run_config
 from cmx_cli.metrics.classification import classification_metrics, metrics_by_length
 from cmx_cli.settings import EncoderStart, HeldOut, Runtime, TrainingSettings, EncoderShape
@@ -77,6 +78,16 @@ class LabelledSplit:
         return tokens, labels, lengths
 
 
+
+def _group(sequences: LabelledSequences, member: int, group_regex: Optional[str]) -> str:
+    """The ``--group-regex`` group of a sequence (a record whose header has none is a group
+    of its own), or ``.`` without groups."""
+    if not group_regex:
+        return "."
+    return (header_field(group_regex, sequences.descriptions[member]) or
+            f"{sequences.sources[member]}:{sequences.names[member]}")
+
+
 def _load(arguments: tuple, rule: LabelRule, reporter: Reporter) -> LabelledSequences:
     sequences, warnings = load_labelled([parse_fasta_argument(a) for a in arguments], rule)
     for warning in warnings:
@@ -117,9 +128,7 @@ def load_dataset(config: TrainConfig, reporter: Reporter) -> LabelledSplit:
     val_fraction = 0.0 if config.val_fasta else config.held_out.val_fraction
     test_fraction = 0.0 if config.test_fasta else config.held_out.test_fraction
     if config.group_regex:
-        # A record whose header has no group is a group of its own.
-        groups = [header_field(config.group_regex, combined.descriptions[i]) or
-                  f"{combined.sources[i]}:{combined.names[i]}" for i in pool_members]
+        groups = [_group(combined, i, config.group_regex) for i in pool_members]
         pool_splits = stratified_group_split(pool_labels, groups, val_fraction, test_fraction,
                                              config.training.seed)
     else:
@@ -219,11 +228,11 @@ class TrainJob:
             "data": {split: {name: int((labels == i).sum())
                              for i, name in enumerate(self.data.class_names)}
                      for split, (_, labels, _) in parts.items()},
-            "model": {split: classification_metrics(y, p, n_classes)
+            "model": {split: classification_metrics(y, p, n_classes, intervals=True)
                       for split, (y, p) in evaluation.items()},
             "kmer_baseline": {"description": baseline.describe(),
                               "seconds": round(baseline_seconds, 2)} | {
-                split: classification_metrics(y, p, n_classes)
+                split: classification_metrics(y, p, n_classes, intervals=True)
                 for split, (y, p) in baseline_evaluation.items()},
         }
         split = held_out_split(metrics)
@@ -235,8 +244,20 @@ class TrainJob:
             for source, results in (("model", evaluation), ("kmer_baseline", baseline_evaluation)):
                 y, p = results[split]
                 metrics[source][f"{split}_by_length"] = metrics_by_length(
-                    y, p, lengths, n_classes, n_bins=n_bins)
+                    y, p, lengths, n_classes, n_bins=n_bins, intervals=True)
+            metrics["predictions"] = self.held_out_predictions(
+                split, evaluation[split][1], baseline_evaluation[split][1])
         return metrics
+
+    def held_out_predictions(self, split: str, cmx: np.ndarray,
+                             baseline: np.ndarray) -> HeldOutPredictions:
+        """The rows of test_predictions.tsv for the held-out ``split``."""
+        data, members = self.data, self.data.table.members(split)
+        _, labels, lengths = self.parts[split]
+        groups = [_group(data.sequences, i, self.config.group_regex) for i in members]
+        return HeldOutPredictions(split, data.class_names,
+                                  [data.sequences.names[i] for i in members], lengths, labels,
+                                  groups, cmx, baseline)
 
     def summary(self, metrics: dict, fit_result: FitResult, run_dir: Path, seconds: float) -> str:
         return closing_line("cmx train", metrics, "kmer_baseline", "k-mer baseline",

@@ -26,6 +26,7 @@ from cmx_cli.data.split import SplitTable
 from cmx_cli.errors import CmxError
 from cmx_cli.io.checkpoint import LAST, Checkpoint, load_checkpoint
 from cmx_cli.io.output import check_not_input
+from cmx_cli.io.predictions import PREDICTIONS_NAME
 from cmx_cli.io.run_dir import (
     CONFIG_NAME, METRICS_NAME, RUN_FILES, SPLIT_NAME, held_run_dir, write_json)
 from cmx_cli.runtime import resolve_precision, seeded, use_threads
@@ -96,7 +97,9 @@ class TrainingJob(Protocol):
                  reporter: Reporter) -> dict:
         """The best model's held-out metrics beside its baseline: the entries of
         metrics.json between ``cmx_version`` and ``training`` (an optional ``training``
-        entry is added to the training block)."""
+        entry is added to the training block; an optional ``predictions`` entry, a
+        :class:`~cmx_cli.io.predictions.HeldOutPredictions`, is written as
+        test_predictions.tsv)."""
 
     def summary(self, metrics: dict, fit_result: FitResult, run_dir: Path, seconds: float) -> str:
         """The closing line."""
@@ -190,6 +193,9 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
 
     model.load_state_dict(load_checkpoint(run_dir, job.kind).state_dict)
     evaluation = job.evaluate(model, device, precision, reporter)
+    predictions = evaluation.pop("predictions", None)
+    if predictions is not None:
+        predictions.write(run_dir / PREDICTIONS_NAME)
     training = {**training_block(fit_result, model, device, precision),
                 **evaluation.pop("training", {})}
     metrics = {"cmx_version": __version__, **evaluation, "training": training,
