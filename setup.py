@@ -30,6 +30,8 @@ setup(
         "rich>=13.0",
         "scikit-learn>=1.3",
         "numpy>=1.24",
+        # cmx report and cmx explain --plot draw their figures with it.
+        "matplotlib>=3.7",
     ],
     extras_require={
         # Snakemake runs examples/workflow (scoring a VCF in shards); it needs Python 3.11.
