@@ -35,7 +35,8 @@ def test_version():
     assert __version__ in result.output
 
 
-@pytest.mark.parametrize("command", ["train", "pretrain", "finetune", "evaluate", "predict", "demo"])
+@pytest.mark.parametrize("command", ["train", "pretrain", "finetune", "evaluate", "predict", "demo",
+                                     "report", "explain"])
 def test_help_ends_with_an_example(command):
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
@@ -166,10 +167,13 @@ def test_demo_runs_from_any_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     demo = tmp_path / "demo"
     for line in ("cmx pretrain: validation", "cmx train: test ROC-AUC", "cmx predict: 80 sequences",
-                 "cmx finetune: test ROC-AUC", "cmx predict: Scored 2,652 of 2,652 alleles"):
+                 "cmx finetune: test ROC-AUC", "cmx predict: Scored 2,652 of 2,652 alleles",
+                 "cmx report: 5 figure(s) of 3 run(s)",
+                 f"Report: {tmp_path / 'demo' / 'report.html'}"):
         assert line in result.stderr, line
     # Each step shows the command that redoes it, also when stderr is not a terminal.
-    assert result.stderr.count("  $ cmx ") == 5
+    assert result.stderr.count("  $ cmx ") == 6
+    assert (tmp_path / "demo" / "report.roc.tsv").is_file()
     rows = (demo / "query_predictions.tsv").read_text().splitlines()
     assert len(rows) == 81
     with pysam.VariantFile(str(demo / "codon_scored.vcf.gz")) as scored:

@@ -15,6 +15,7 @@ from cmx_cli.cli.options import (
     model_option, out_option, runtime_options, seed_option, variant_input_options)
 from cmx_cli.console import Reporter
 from cmx_cli.io.sniff import input_kind
+from cmx_cli.explain import METHODS
 from cmx_cli.runtime import compile_failures_as_user_errors
 from cmx_cli.settings import Runtime, EncoderShape, VariantInput
 
@@ -202,17 +203,92 @@ def bench(shape: EncoderShape, runtime: Runtime, as_json: bool, quiet: bool,
 
 
 @cli.command()
+@click.argument("runs", metavar="RUN...", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", required=True, metavar="FILE",
+              help="report.html: one self-contained page (figures embedded, no JavaScript, "
+                   "nothing fetched); report.png: one PNG per figure (report.roc.png, ...). "
+                   "Each figure's numbers go to a TSV beside it (report.roc.tsv, ...).")
+@QUIET
+def report(runs: tuple, output: str, quiet: bool) -> Any:
+    """Plot how runs trained and how good they are, with 95% bootstrap intervals.
+
+    RUN is the directory of a finished cmx train, finetune or pretrain run; several runs
+    share each figure's axes (from scratch against --init, ChordMixer against --arch
+    transformer), named by their directory. Figures: training curves (loss, validation
+    metric, learning rate by step); ROC and precision-recall curves of cmx and its baseline
+    on the held-out set, with bootstrap bands; ROC-AUC by length percentile (train) and per
+    group (finetune); validation bits per base against the unigram and Markov baselines
+    (pretrain).
+
+    Example: cmx report run/ run-init/ -o report.html
+    """
+    from cmx_cli.pipelines import report as pipeline
+
+    reporter = Reporter(quiet)
+    result = pipeline.run(pipeline.ReportConfig(runs, output), reporter)
+    reporter.summary(result.summary)
+    return result
+
+
+@cli.command()
+@click.argument("fasta", metavar="SEQS.fa", type=click.Path(exists=True, dir_okay=False))
+@model_option("Run directory (or its model.pt) of `cmx train` (which bases change each "
+              "class's log-odds) or `cmx pretrain` (P(base) at each position, masked).")
+@click.option("--output", "-o", required=True, metavar="FILE.tsv",
+              help="TSV of every position; a bedGraph (FILE.bedgraph) and with --plot a PNG "
+                   "(FILE.png) go beside it.")
+@click.option("--region", metavar="NAME:START-END",
+              help="Explain only these positions of one record (1-based, inclusive). "
+                   "[default: every position of every record]")
+@click.option("--method", type=click.Choice(METHODS), default="ism", show_default=True,
+              help="`cmx train` models: ism mutates each base to the three others and scores "
+                   "every copy (3 passes per position: a 10 kb region is 30,000 passes of the "
+                   "whole sequence); gradient estimates the same table from one backward pass "
+                   "per class, for long regions.")
+@click.option("--plot", is_flag=True,
+              help="Also draw the first record: a heatmap of position x base (train), or a "
+                   "sequence logo (pretrain).")
+@max_tokens_option(16384, "Mutated copies share a batch up to this many tokens.")
+@runtime_options(compile_blocks=False)
+@QUIET
+def explain(runtime: Runtime, quiet: bool, **options: Any) -> Any:
+    """Show which bases drive a model's output, position by position.
+
+    With a `cmx train` model: for every position and each of the three other bases, the
+    change in each class's log-odds, log(p/(1-p)), when that base is substituted (TSV
+    columns name, position, ref, alt, delta_<class>). The bedGraph holds the largest
+    |change| at each position, for IGV or a genome browser.
+
+    With a `cmx pretrain` model: P(A), P(C), P(G), P(T) at every position with that
+    position masked alone, and its information content in bits (the bedGraph's value).
+
+    Attributions run in float32 (--precision applies to profiles). `cmx finetune` models
+    cannot be explained yet.
+
+    Example: cmx explain genes.fa --model run/ --region gene1:1-200 -o ism.tsv --plot
+    """
+    from cmx_cli.pipelines import explain as pipeline
+
+    reporter = Reporter(quiet)
+    result = pipeline.run(pipeline.ExplainConfig(runtime=runtime, **options), reporter)
+    reporter.summary(result.summary)
+    return result
+
+
+@cli.command()
 @out_option("Directory for the demo's data, runs and predictions.", default=Path("cmx-demo"))
 @runtime_options(precision=False, compile_blocks=False)
 @QUIET
 def demo(out: Path, runtime: Runtime, quiet: bool) -> Any:
-    """Run the whole cmx cycle on bundled data: pretrain, train, finetune, predict.
+    """Run the whole cmx cycle on bundled data: pretrain, train, finetune, predict, report.
 
     Copies the bundled files into --out, then: pretrains an encoder on 600 kb of the
     Ustilago maydis genome; trains a Klebsiella vs Acinetobacter classifier on capsule
     genes and predicts genes from held-out loci; fine-tunes the encoder to tell amino-acid
-    changing SNVs from synonymous ones (train chr01, test chr04); and scores the VCF back.
-    Each step prints the command that does it. Takes a few minutes on a laptop CPU.
+    changing SNVs from synonymous ones (train chr01, test chr04); scores the VCF back; and
+    writes report.html with figures of the three runs. Each step prints the command that
+    does it. Takes a few minutes on a laptop CPU.
 
     Example: cmx demo --out cmx-demo
     """

@@ -1,0 +1,210 @@
+"""`cmx explain`: ISM agrees with direct scoring, saliency finds a planted motif, profiles."""
+import csv
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cmx_cli.alphabet import MASK, encode
+from cmx_cli.cli import cli
+from cmx_cli.explain.attribution import gradient_times_input, log_odds, mutagenesis
+from cmx_cli.explain.masked_profile import masked_profile
+from cmx_cli.io.checkpoint import load_checkpoint
+from cmx_cli.pipelines import train
+from cmx_cli.settings import TrainingSettings
+from cmx_cli.tasks.classification import build_classifier
+from cmx_cli.tasks.masked_bases import build_autoencoder, predict_log_probabilities
+from tests.conftest import DATA
+from tests.helpers import flat_config
+from tests.test_pretrain_pipeline import _pretrain_config
+
+MOTIF = "GATTACAG"
+LENGTH = 48
+
+
+def _write_motif_task(path, rng, count=240):
+    """Random sequences; class 'motif' carries MOTIF at a random place, class 'none' not."""
+    lines, planted = [], {}
+    for index in range(count):
+        sequence = list(rng.choice(list("ACGT"), LENGTH))
+        label = "motif" if index % 2 else "none"
+        if label == "motif":
+            start = int(rng.integers(0, LENGTH - len(MOTIF)))
+            sequence[start:start + len(MOTIF)] = MOTIF
+            planted[f"s{index}"] = start
+        text = "".join(sequence)
+        if label == "none" and MOTIF in text:
+            text = text.replace(MOTIF, "C" * len(MOTIF))
+        lines.append(f">s{index} label={label}\n{text}\n")
+    path.write_text("".join(lines))
+    return planted
+
+
+@pytest.fixture(scope="module")
+def motif_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    planted = _write_motif_task(root / "motif.fa", np.random.default_rng(5), count=600)
+    config = flat_config(train.TrainConfig, fasta=(str(root / "motif.fa"),),
+                         label_regex=r"label=(\S+)", out=str(root / "run"), val_fraction=0.2,
+                         test_fraction=0.0, track_size=8, hidden_size=64, dropout=0.0,
+                         max_tokens=1024, kmer_k=3, device="cpu",
+                         training=TrainingSettings(epochs=20, learning_rate=3e-3, seed=1,
+                                                   patience=None))
+    result = train.run(config)
+    assert result.metrics["model"]["val"]["roc_auc"] > 0.95, result.metrics["model"]["val"]
+    return root, planted
+
+
+def _sequence(root, name):
+    for block in (root / "motif.fa").read_text().split(">")[1:]:
+        header, sequence = block.strip().split("\n")
+        if header.split()[0] == name:
+            return sequence
+    raise KeyError(name)
+
+
+def test_ism_equals_the_difference_of_two_predictions(motif_run, tmp_path):
+    root, planted = motif_run
+    name = next(iter(planted))
+    sequence = _sequence(root, name)
+    query = tmp_path / "one.fa"
+    query.write_text(f">{name}\n{sequence}\n")
+    result = CliRunner().invoke(cli, ["explain", str(query), "--model", str(root / "run"),
+                                      "--region", f"{name}:3-6", "-o", str(tmp_path / "ism.tsv"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "ism.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert len(rows) == 4 * 3
+    assert [int(row["position"]) for row in rows[::3]] == [3, 4, 5, 6]
+
+    def logit_of_motif(text):
+        path = tmp_path / "q.fa"
+        path.write_text(f">q\n{text}\n")
+        out = tmp_path / "q.tsv"
+        outcome = CliRunner().invoke(cli, ["predict", str(path), "--model", str(root / "run"),
+                                           "-o", str(out), "--precision", "fp32",
+                                           "--device", "cpu"])
+        assert outcome.exit_code == 0, outcome.output
+        with open(out) as handle:
+            p = float(next(csv.DictReader(handle, delimiter="\t"))["p_motif"])
+        return np.log(p / (1 - p))
+
+    original = logit_of_motif(sequence)
+    for row in rows[:6]:
+        position = int(row["position"]) - 1
+        assert sequence[position] == row["ref"] and row["alt"] != row["ref"]
+        mutated = sequence[:position] + row["alt"] + sequence[position + 1:]
+        assert float(row["delta_motif"]) == pytest.approx(logit_of_motif(mutated) - original,
+                                                          abs=2e-4)
+        assert float(row["delta_none"]) == pytest.approx(-float(row["delta_motif"]), abs=1e-4)
+    bedgraph = (tmp_path / "ism.bedgraph").read_text().splitlines()
+    assert [line.split("\t")[:3] for line in bedgraph] == [
+        [name, str(start), str(start + 1)] for start in range(2, 6)]
+
+
+@pytest.mark.parametrize("method", ["ism", "gradient"])
+def test_maps_peak_on_the_planted_motif(motif_run, method):
+    root, planted = motif_run
+    model = build_classifier(load_checkpoint(root / "run")).float()
+    hits = 0
+    names = list(planted)[:10]
+    for name in names:
+        tokens = encode(_sequence(root, name))
+        effects = (mutagenesis(model, tokens, 0, LENGTH, 4096) if method == "ism" else
+                   gradient_times_input(model, tokens, 0, LENGTH))
+        track = np.abs(effects.delta[:, :, 1]).max(axis=1)  # class "motif"
+        start = planted[name]
+        inside = track[start:start + len(MOTIF)].mean()
+        outside = np.delete(track, np.arange(start, start + len(MOTIF))).mean()
+        hits += inside > 2 * outside
+    assert hits >= 8, hits
+
+
+def test_ism_batches_agree_with_one_copy_at_a_time(motif_run):
+    root, planted = motif_run
+    model = build_classifier(load_checkpoint(root / "run")).float()
+    tokens = encode(_sequence(root, next(iter(planted))))
+    together = mutagenesis(model, tokens, 10, 20, max_tokens=4096)
+    alone = mutagenesis(model, tokens, 10, 20, max_tokens=1)
+    np.testing.assert_allclose(together.delta, alone.delta, atol=1e-5)
+    assert together.delta.shape == (10, 3, 2)
+    assert (together.alt != together.ref[:, None]).all()
+
+
+def test_log_odds_of_two_classes_are_opposite():
+    import torch
+
+    logits = torch.tensor([[0.3, -1.2], [2.0, 0.5]])
+    odds = log_odds(logits)
+    p = torch.softmax(logits, 1)
+    assert torch.allclose(odds, torch.log(p / (1 - p)), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from cmx_cli.pipelines import pretrain
+
+    out = tmp_path_factory.mktemp("explain_pre") / "pre"
+    pretrain.run(_pretrain_config(DATA, out))
+    return out
+
+
+def test_masked_profile_is_the_model_at_each_masked_position(pretrained, tmp_path):
+    model = build_autoencoder(load_checkpoint(pretrained))
+    import torch
+
+    tokens = encode("ACGTTGCAAGCTAGCTAGGATCCA" * 3)
+    profile = masked_profile(model, tokens, 5, 15, 64, torch.device("cpu"), "fp32")
+    assert profile.shape == (10, 4)
+    np.testing.assert_allclose(profile.sum(1), 1.0, atol=1e-9)
+    copy = tokens.copy()
+    copy[9] = MASK
+    direct = np.exp(predict_log_probabilities(model, [copy], 4096, torch.device("cpu"),
+                                              "fp32")[0][9])
+    np.testing.assert_allclose(profile[4], direct / direct.sum(), atol=1e-6)
+    fasta = tmp_path / "s.fa"
+    fasta.write_text(">s\n" + "ACGTTGCAAGCTAGCTAGGATCCA" * 3 + "\n")
+    result = CliRunner().invoke(cli, ["explain", str(fasta), "--model", str(pretrained),
+                                      "-o", str(tmp_path / "p.tsv"), "--plot",
+                                      "--region", "s:6-15", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "p.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert len(rows) == 10
+    np.testing.assert_allclose([float(rows[4][f"p_{b}"]) for b in "ACGT"], profile[4], rtol=1e-5)
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.size[0] > 300
+
+
+def test_explain_errors_are_one_line(motif_run, tmp_path):
+    root, planted = motif_run
+    name = next(iter(planted))
+    fasta = root / "motif.fa"
+    cases = [(["--region", "nope:1-5"], "no record named nope"),
+             (["--region", f"{name}:40-60"], "passes its end"),
+             (["--region", f"{name}:5"], "NAME:START-END")]
+    for arguments, expected in cases:
+        output = tmp_path / "x.tsv"
+        result = CliRunner().invoke(cli, ["explain", str(fasta), "--model", str(root / "run"),
+                                          "-o", str(output), *arguments])
+        assert result.exit_code == 1, result.output
+        assert expected in result.output and "Hint:" in result.output
+        assert not output.exists() and not (tmp_path / "x.bedgraph").exists()
+    result = CliRunner().invoke(cli, ["explain", str(fasta), "--model", str(root / "run"),
+                                      "-o", str(fasta)])
+    assert result.exit_code == 1 and "would replace the input" in result.output
+
+
+def test_heatmap_plot(motif_run, tmp_path):
+    root, planted = motif_run
+    name = next(iter(planted))
+    result = CliRunner().invoke(cli, ["explain", str(root / "motif.fa"), "--model",
+                                      str(root / "run"), "--region", f"{name}:1-{LENGTH}",
+                                      "--method", "gradient", "--plot",
+                                      "-o", str(tmp_path / "g.tsv")])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "g.png") as image:
+        assert image.size[0] > 300 and image.size[1] > 100
+    assert len((tmp_path / "g.bedgraph").read_text().splitlines()) == LENGTH
