@@ -208,3 +208,96 @@ def test_heatmap_plot(motif_run, tmp_path):
     with Image.open(tmp_path / "g.png") as image:
         assert image.size[0] > 300 and image.size[1] > 100
     assert len((tmp_path / "g.bedgraph").read_text().splitlines()) == LENGTH
+
+
+@pytest.fixture(scope="module")
+def variant_model(tmp_path_factory):
+    """A fine-tuned model whose label is the base DISTANCE bp upstream of each SNV."""
+    from cmx_cli.pipelines import finetune
+    from tests.test_finetune_pipeline import _config as finetune_config
+    from tests.test_finetune_pipeline import _write_genome, _write_vcf
+
+    root = tmp_path_factory.mktemp("explain_variants")
+    rng = np.random.default_rng(7)
+    sequences = _write_genome(root / "genome.fa", rng, length=8000)
+    _write_vcf(root / "train.vcf", sequences, rng, per_contig=1500)
+    result = finetune.run(finetune_config(root, root / "ft", max_tokens=2000,
+                                          training=TrainingSettings(epochs=14, learning_rate=3e-3,
+                                                                    seed=1, patience=None)))
+    assert result.metrics["model"]["test"]["roc_auc"] > 0.9, result.metrics["model"]["test"]
+    lines = (root / "train.vcf").read_text().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    c3 = [line for line in lines if line.startswith("c3\t")][:6]
+    (root / "few.vcf").write_text("\n".join(header + c3) + "\n")
+    return root, sequences
+
+
+def _explain_variants(root, output, *extra, reference="genome.fa"):
+    return CliRunner().invoke(cli, ["explain", str(root / "few.vcf"), "--reference",
+                                    str(root / reference), "--model", str(root / "ft"),
+                                    "--flank", "10", "-o", str(output), "--device", "cpu",
+                                    *extra])
+
+
+def test_variant_context_map_finds_the_base_the_label_depends_on(variant_model, tmp_path):
+    from tests.test_finetune_pipeline import DISTANCE
+
+    root, sequences = variant_model
+    result = _explain_variants(root, tmp_path / "ctx.tsv", "--plot")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "ctx.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert len(rows) == 6 * 20 * 3  # 6 SNVs, 10 bp each side, 3 substitutions
+    peaks = 0
+    for pos in sorted({int(row["pos"]) for row in rows}):
+        ours = [row for row in rows if int(row["pos"]) == pos]
+        assert all(sequences["c3"][int(row["position"]) - 1] == row["context_ref"]
+                   for row in ours)
+        assert pos not in {int(row["position"]) for row in ours}
+        top = max(ours, key=lambda row: abs(float(row["delta_log_odds"])))
+        peaks += int(top["position"]) == pos - DISTANCE
+    assert peaks >= 5, peaks
+    bedgraph = [line.split("\t") for line in (tmp_path / "ctx.bedgraph").read_text().splitlines()]
+    starts = [int(fields[1]) for fields in bedgraph]
+    assert starts == sorted(set(starts)) and all(fields[0] == "c3" for fields in bedgraph)
+    with Image.open(tmp_path / "ctx.png") as image:
+        assert image.size[0] > 300
+
+
+def test_variant_context_delta_equals_scoring_the_mutated_reference(variant_model, tmp_path):
+    root, sequences = variant_model
+    result = _explain_variants(root, tmp_path / "ctx.tsv")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "ctx.tsv") as handle:
+        row = list(csv.DictReader(handle, delimiter="\t"))[7]
+    position = int(row["position"]) - 1
+    mutated = dict(sequences)
+    mutated["c3"] = sequences["c3"][:position] + row["context_alt"] + sequences["c3"][position + 1:]
+    (root / "mutated.fa").write_text("".join(f">{name}\n{seq}\n" for name, seq in mutated.items()))
+
+    def logit(reference):
+        out = tmp_path / f"{reference}.tsv"
+        outcome = CliRunner().invoke(cli, ["predict", str(root / "few.vcf"), "--reference",
+                                           str(root / reference), "--model", str(root / "ft"),
+                                           "--tsv", "--precision", "fp32", "--device", "cpu",
+                                           "-o", str(out)])
+        assert outcome.exit_code == 0, outcome.output
+        with open(out) as handle:
+            score = {int(r["pos"]): float(r["score"]) for r in csv.DictReader(
+                handle, delimiter="\t")}[int(row["pos"])]
+        return np.log(score / (1 - score))
+
+    assert float(row["delta_log_odds"]) == pytest.approx(
+        logit("mutated.fa") - logit("genome.fa"), abs=1e-3)
+
+
+def test_explaining_a_vcf_needs_a_finetuned_model(variant_model, motif_run, tmp_path):
+    root, _ = variant_model
+    result = CliRunner().invoke(cli, ["explain", str(root / "few.vcf"), "--reference",
+                                      str(root / "genome.fa"), "--model",
+                                      str(motif_run[0] / "run"), "-o", str(tmp_path / "x.tsv")])
+    assert result.exit_code == 1 and "needs a `cmx finetune` model" in result.output
+    assert not (tmp_path / "x.tsv").exists()
+    result = CliRunner().invoke(cli, ["explain", str(motif_run[0] / "motif.fa"), "--model",
+                                      str(root / "ft"), "-o", str(tmp_path / "x.tsv")])
+    assert result.exit_code == 1 and "--reference" in result.output

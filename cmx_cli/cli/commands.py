@@ -232,46 +232,87 @@ def report(runs: tuple, output: str, quiet: bool) -> Any:
 
 
 @cli.command()
-@click.argument("fasta", metavar="SEQS.fa", type=click.Path(exists=True, dir_okay=False))
-@model_option("Run directory (or its model.pt) of `cmx train` (which bases change each "
-              "class's log-odds) or `cmx pretrain` (P(base) at each position, masked).")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@model_option("Run directory (or its model.pt): `cmx train` or `cmx pretrain` for FASTA, "
+              "`cmx finetune` for VCF.")
 @click.option("--output", "-o", required=True, metavar="FILE.tsv",
               help="TSV of every position; a bedGraph (FILE.bedgraph) and with --plot a PNG "
                    "(FILE.png) go beside it.")
-@click.option("--region", metavar="NAME:START-END",
-              help="Explain only these positions of one record (1-based, inclusive). "
-                   "[default: every position of every record]")
+@variant_input_options(None, "[default: the window the model was trained with]", prefix="VCF: ",
+                       region_help="FASTA: explain only NAME:START-END of one record (1-based, "
+                                   "inclusive) [default: every record]; VCF: read only this "
+                                   "region (needs an index; repeatable).")
+@click.option("--flank", type=click.IntRange(min=1), default=50, show_default=True,
+              help="VCF: mutate the bases up to this far from each variant (6 x flank scored "
+                   "copies per variant).")
+@group_field_option("VCF, grouped models: INFO field with each record's group. [default: the "
+                    "one the model was trained with]")
+@click.option("--group", metavar="NAME",
+              help="VCF, grouped models: explain every record's score for this group.")
 @click.option("--method", type=click.Choice(METHODS), default="ism", show_default=True,
               help="`cmx train` models: ism mutates each base to the three others and scores "
                    "every copy (3 passes per position: a 10 kb region is 30,000 passes of the "
                    "whole sequence); gradient estimates the same table from one backward pass "
                    "per class, for long regions.")
 @click.option("--plot", is_flag=True,
-              help="Also draw the first record: a heatmap of position x base (train), or a "
-                   "sequence logo (pretrain).")
+              help="Also draw the first record or variant: a heatmap of position x base "
+                   "(train, finetune), or a sequence logo (pretrain).")
 @max_tokens_option(16384, "Mutated copies share a batch up to this many tokens.")
 @runtime_options(compile_blocks=False)
 @QUIET
-def explain(runtime: Runtime, quiet: bool, **options: Any) -> Any:
+def explain(input_path: str, variants: VariantInput, runtime: Runtime, quiet: bool,
+            **options: Any) -> Any:
     """Show which bases drive a model's output, position by position.
 
-    With a `cmx train` model: for every position and each of the three other bases, the
-    change in each class's log-odds, log(p/(1-p)), when that base is substituted (TSV
+    FASTA with a `cmx train` model: for every position and each of the three other bases,
+    the change in each class's log-odds, log(p/(1-p)), when that base is substituted (TSV
     columns name, position, ref, alt, delta_<class>). The bedGraph holds the largest
     |change| at each position, for IGV or a genome browser.
 
-    With a `cmx pretrain` model: P(A), P(C), P(G), P(T) at every position with that
+    FASTA with a `cmx pretrain` model: P(A), P(C), P(G), P(T) at every position with that
     position masked alone, and its information content in bits (the bedGraph's value).
 
-    Attributions run in float32 (--precision applies to profiles). `cmx finetune` models
-    cannot be explained yet.
+    VCF/BCF with a `cmx finetune` model (and --reference): for each scored allele, every
+    base within --flank bp of it is set to each of the three others in both windows, and
+    the change in the variant's log-odds is written (chrom pos ref alt position
+    context_ref context_alt delta_log_odds); the bedGraph holds the largest |change| at
+    each reference position.
+
+    Attributions run in float32 (--precision applies to profiles).
 
     Example: cmx explain genes.fa --model run/ --region gene1:1-200 -o ism.tsv --plot
-    """
-    from cmx_cli.pipelines import explain as pipeline
 
+    Example: cmx explain calls.vcf.gz --reference ref.fa --model ft/ --flank 50 -o ctx.tsv
+    """
     reporter = Reporter(quiet)
-    result = pipeline.run(pipeline.ExplainConfig(runtime=runtime, **options), reporter)
+    kind = input_kind(Path(input_path)) or (
+        "vcf" if input_path.lower().endswith(VCF_SUFFIXES) or variants.reference else "fasta")
+    if kind in ("vcf", "bcf"):
+        if variants.reference is None:
+            raise click.UsageError("explaining a VCF needs --reference genome.fa")
+        if options["method"] != "ism":
+            raise click.UsageError("--method gradient is for FASTA input")
+        from cmx_cli.pipelines import explain_variants
+
+        result = explain_variants.run(explain_variants.ExplainVariantsConfig(
+            vcf=input_path, variants=variants, model=options["model"],
+            output=options["output"], flank=options["flank"],
+            group_field=options["group_field"], group=options["group"], plot=options["plot"],
+            max_tokens=options["max_tokens"], runtime=runtime), reporter)
+    else:
+        if (variants.reference or variants.window or variants.contig_map
+                or options["group_field"] or options["group"]):
+            raise click.UsageError("--reference, --window, --contig-map, --group-field and "
+                                   "--group are for VCF/BCF input")
+        if len(variants.regions) > 1:
+            raise click.UsageError("FASTA input takes one --region NAME:START-END")
+        from cmx_cli.pipelines import explain as pipeline
+
+        result = pipeline.run(pipeline.ExplainConfig(
+            fasta=input_path, model=options["model"], output=options["output"],
+            region=variants.regions[0] if variants.regions else None,
+            method=options["method"], plot=options["plot"], max_tokens=options["max_tokens"],
+            runtime=runtime), reporter)
     reporter.summary(result.summary)
     return result
 

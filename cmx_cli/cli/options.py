@@ -283,13 +283,14 @@ def training_options() -> Decorator:
 
 
 def variant_input_options(window_default: Optional[int], window_help: str,
-                          prefix: str = "") -> Decorator:
+                          prefix: str = "", region_help: Optional[str] = None) -> Decorator:
     """How variants are read against their reference → ``variants: VariantInput``.
 
     Args:
         window_default: The default ``--window`` (None: decided later, from the model).
         window_help: What the window default is, or what it sets.
         prefix: Put before each help text (``"VCF: "`` where a command also reads FASTA).
+        region_help: The help of ``--region``, where a command reads it for FASTA too.
     """
     def described(text: str) -> str:
         return prefix + text[0].lower() + text[1:] if prefix else text
@@ -301,8 +302,9 @@ def variant_input_options(window_default: Optional[int], window_help: str,
                                     "called against.")),
         click.option("--region", "regions", multiple=True, metavar="CHROM[:START-END]",
                      callback=lambda ctx, param, value: tuple(value),
-                     help=described("Read only this region of the VCF (needs an index); "
-                                    "repeat it, e.g. to shard a large VCF.")),
+                     help=region_help or described("Read only this region of the VCF (needs "
+                                                   "an index); repeat it, e.g. to shard a "
+                                                   "large VCF.")),
         click.option("--contig-map", type=click.Path(exists=True, dir_okay=False),
                      callback=absolute, help=described("TSV of VCF contig name and FASTA contig name (chr1/1 and "
                                     "chrM/MT are automatic).")),

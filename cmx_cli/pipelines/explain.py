@@ -1,4 +1,5 @@
-"""`cmx explain SEQS.fa --model RUN`: which bases drive a model's output, per position.
+"""`cmx explain SEQS.fa --model RUN`: which bases drive a model's output, per position
+(VCF input: :mod:`cmx_cli.pipelines.explain_variants`).
 
 Flow: load the model → choose what to explain from its kind (a `cmx train` classifier: the
 effect of every substitution, by in-silico mutagenesis or gradient × input,
@@ -140,10 +141,10 @@ def run(config: ExplainConfig, reporter: Optional[Reporter] = None) -> ExplainRe
                            "leave out --method for a `cmx pretrain` model.")
         explainer = _MaskedProfile(config, build_autoencoder(checkpoint))
     else:
-        raise CmxError(f"{checkpoint.path}: cmx explain reads FASTA with a `cmx train` or "
-                       "`cmx pretrain` model; this model was made by `cmx finetune`",
-                       "explain a classifier or a pretrained run; variant explanations are "
-                       "not in this version.")
+        raise CmxError(f"{checkpoint.path}: a `cmx finetune` model explains variants, not "
+                       "FASTA records",
+                       "give it a VCF and --reference: cmx explain calls.vcf.gz --reference "
+                       "ref.fa --model RUN.")
     records = positions = 0
     plotted = None
     with atomic_output(paths["tsv"]) as tsv, atomic_output(paths["bedgraph"]) as bedgraph:

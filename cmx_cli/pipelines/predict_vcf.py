@@ -95,7 +95,7 @@ def _group_reader(checkpoint: Checkpoint, config: PredictVcfConfig):
     return group_of
 
 
-def _scorer(checkpoint: Checkpoint, config: PredictVcfConfig) -> tuple[AlleleScorer, int]:
+def build_scorer(checkpoint: Checkpoint, config: PredictVcfConfig) -> tuple[AlleleScorer, int]:
     """The scorer of a checkpoint, on its device, and the window it scores with."""
     if checkpoint.kind == variant.KIND:
         group_of = _group_reader(checkpoint, config)
@@ -132,7 +132,7 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
     for output in with_indexes(config.output, ".tbi", ".csi"):
         check_not_input(output, *inputs)
     checkpoint = load_checkpoint(config.model)
-    scorer, window = _scorer(checkpoint, config)
+    scorer, window = build_scorer(checkpoint, config)
     output = ScoreOutput(config.output, config.tsv, config.split_multiallelic, config.info_id,
                          (f"##cmx_model={checkpoint.path}", f"##cmx_version={__version__}",
                           f"##cmx_command={config.command}"))

@@ -26,7 +26,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -239,37 +239,18 @@ def score_variants(
             pending.clear()
             windows.clear()
 
-        for record in reader:
-            try:
-                check = classify_record(record, reference, window, ref_mismatch)
-            except (ValueError, OSError) as error:
-                raise reader.record_error(error, current=True) from error
-            built = [make_windows(reference, check.contig, record.pos, record.ref, status.alt,
-                                  window) if status.scorable else None  # type: ignore[arg-type]
-                     for status in check.alleles]
-            context, context_veto = (None, None)
-            if any(item is not None for item in built):
-                context, context_veto = scorer.record_context(record)
-            if pending and len(windows) + sum(item is not None for item in built) > chunk_alleles:
+        for item in record_windows(reader, reference, scorer, window, ref_mismatch):
+            built = sum(allele_window is not None for allele_window in item.windows)
+            if pending and len(windows) + built > chunk_alleles:
                 flush()
-            statuses, slots = [], []
-            for status, allele_window in zip(check.alleles, built):
-                veto = (scorer.veto(allele_window, record.ref, status.alt)
-                        if allele_window is not None else None)
-                if allele_window is not None and not veto:
-                    veto = context_veto
-                    allele_window = replace(allele_window, context=context)
-                if allele_window is not None and not veto and scorer.scope is not None:
-                    scorer.scope.note(allele_window, record.ref, status.alt)
-                if veto:
-                    status, allele_window = replace(status, reason=veto), None
+            slots = []
+            for status, allele_window in zip(item.statuses, item.windows):
                 if status.reason is not None:
                     outcomes[status.reason] += 1
                 slots.append(None if allele_window is None else len(windows))
                 if allele_window is not None:
                     windows.append(allele_window)
-                statuses.append(status)
-            pending.append((record, statuses, slots))
+            pending.append((item.record, item.statuses, slots))
             if len(windows) >= chunk_alleles or len(pending) >= chunk_alleles:
                 flush()
         flush()
@@ -278,6 +259,51 @@ def score_variants(
             reporter.warn(warning)
     return ScoreSummary(output.path, writer.index_path, reader.records_read, writer.written,
                         sum(outcomes.values()), dict(outcomes), time.perf_counter() - started)
+
+
+@dataclass
+class RecordWindows:
+    """One VCF record, each ALT allele's status, and its windows (None where unscored)."""
+
+    record: Any
+    statuses: list[AlleleStatus]
+    windows: list[Optional[AlleleWindow]]
+
+
+def record_windows(reader: VariantReader, reference: ReferenceGenome, scorer: AlleleScorer,
+                   window: int, ref_mismatch: str) -> Iterator[RecordWindows]:
+    """Each record of ``reader`` with the windows ``scorer`` is to score: the checks of
+    :func:`~cmx_cli.variants.alleles.classify_record`, then the scorer's vetoes and record
+    context (a group, say); what the scorer is asked to score is noted in its scope.
+
+    Raises:
+        CmxError: A record that cannot be read, named with its line.
+    """
+    for record in reader:
+        try:
+            check = classify_record(record, reference, window, ref_mismatch)
+        except (ValueError, OSError) as error:
+            raise reader.record_error(error, current=True) from error
+        built = [make_windows(reference, check.contig, record.pos, record.ref, status.alt,
+                              window) if status.scorable else None  # type: ignore[arg-type]
+                 for status in check.alleles]
+        context, context_veto = (None, None)
+        if any(item is not None for item in built):
+            context, context_veto = scorer.record_context(record)
+        statuses, windows = [], []
+        for status, allele_window in zip(check.alleles, built):
+            veto = (scorer.veto(allele_window, record.ref, status.alt)
+                    if allele_window is not None else None)
+            if allele_window is not None and not veto:
+                veto = context_veto
+                allele_window = replace(allele_window, context=context)
+            if allele_window is not None and not veto and scorer.scope is not None:
+                scorer.scope.note(allele_window, record.ref, status.alt)
+            if veto:
+                status, allele_window = replace(status, reason=veto), None
+            statuses.append(status)
+            windows.append(allele_window)
+        yield RecordWindows(record, statuses, windows)
 
 
 def _run_scorer(scorer: AlleleScorer, windows: list[AlleleWindow], chunk_alleles: int) -> np.ndarray:
