@@ -140,6 +140,57 @@ def test_predict_writes_the_probability_of_every_allele(trained, dataset, tmp_pa
         result.metrics["model"]["test"]["roc_auc"], abs=1e-3)
 
 
+def test_background_percentiles_rank_each_score_among_random_snvs(trained, dataset, tmp_path):
+    from cmx_cli.io.checkpoint import load_checkpoint
+    from cmx_cli.io.reference import ReferenceGenome
+    from cmx_cli.variants.background import draw_background, score_background
+
+    out, _ = trained
+    root, truth, _ = dataset
+    with ReferenceGenome(root / "genome.fa") as reference:
+        drawn = draw_background(reference, 200, 33)
+        again = draw_background(reference, 200, 33)
+        assert [w.ref_tokens.tobytes() for w in drawn] == [w.ref_tokens.tobytes() for w in again]
+        for window in drawn:
+            assert len(window.ref_tokens) == 33 and (window.ref_tokens < 4).all()
+            assert window.ref_tokens[window.ref_span[0]] != window.alt_tokens[window.alt_span[0]]
+        config = flat_config(predict_vcf.PredictVcfConfig, vcf=str(root / "train.vcf"),
+                             reference=str(root / "genome.fa"), model=str(out),
+                             output=str(tmp_path / "scored.vcf"), device="cpu", background=200)
+        scorer, window = predict_vcf.build_scorer(load_checkpoint(out), config)
+        expected = score_background(scorer, reference, 200, window, 1).scores[0]
+    predict_vcf.run(config)
+    with pysam.VariantFile(str(tmp_path / "scored.vcf")) as scored:
+        assert "random SNVs" in scored.header.info["CMX_PCT"].description
+        pairs = [(record.info["CMX"][0], record.info["CMX_PCT"][0]) for record in scored]
+    assert len(pairs) == len(truth)
+    for score, percentile in pairs:
+        assert 0 <= percentile <= 100
+        assert percentile == pytest.approx(
+            100 * np.mean(expected <= score), abs=100 / 200 + 1e-3)
+    ordered = sorted(pairs)
+    assert all(a[1] <= b[1] + 1e-6 for a, b in zip(ordered, ordered[1:]))
+    tsv = tmp_path / "scored.tsv"
+    predict_vcf.run(flat_config(predict_vcf.PredictVcfConfig, vcf=str(root / "train.vcf"),
+                                reference=str(root / "genome.fa"), model=str(out),
+                                output=str(tsv), tsv=True, device="cpu", background=200))
+    with open(tsv) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [float(row["percentile"]) for row in rows] == pytest.approx(
+        [percentile for _, percentile in pairs], abs=1e-3)
+
+
+def test_background_needs_room_in_the_reference(trained, tmp_path):
+    out, _ = trained
+    (tmp_path / "short.fa").write_text(">s\nACGTNNNNNNACGT\n")
+    from cmx_cli.io.reference import ReferenceGenome
+    from cmx_cli.variants.background import draw_background
+
+    with ReferenceGenome(tmp_path / "short.fa") as reference, pytest.raises(CmxError) as error:
+        draw_background(reference, 10, 33)
+    check_user_error(error.value, "short.fa", "--background")
+
+
 def test_predict_rc_averages_strands_and_a_window_can_be_overridden(trained, dataset, tmp_path):
     out, _ = trained
     root, _, _ = dataset

@@ -40,6 +40,11 @@ VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
 @click.option("--split-multiallelic", is_flag=True,
               help="VCF: write one record per ALT allele, as `bcftools norm -m-` does.")
 @click.option("--info-id", default="CMX", show_default=True, help="VCF: INFO field for the scores.")
+@click.option("--background", type=click.IntRange(min=0), default=0, metavar="N",
+              help="VCF: also score N random SNVs of the reference (seeded; N-free windows) "
+                   "and write each score's percentile among them in INFO/<info-id>_PCT "
+                   "(a percentile column with --tsv), a common scale for any model's scores; "
+                   "10000 is a good start.  [default: 0, none]")
 @click.option("--tsv", is_flag=True,
               help="VCF: write chrom pos id ref alt score rows instead of a VCF.")
 @group_field_option("VCF, grouped models: INFO field with each record's group. [default: the "
@@ -86,17 +91,17 @@ def predict(input_path: str, model: str, output: str, average_strands: bool,
             split_multiallelic=options["split_multiallelic"], info_id=options["info_id"],
             average_strands=average_strands, group_field=options["group_field"],
             group=options["group"], max_tokens=options["max_tokens"], runtime=runtime,
-            command=typed_command_line())
+            command=typed_command_line(), background=options["background"])
         with compile_failures_as_user_errors():
             summary = predict_vcf.run(config, reporter)
         render.variant_scores(summary, reporter)
         return summary
     if (variants.reference or variants.regions or variants.window or variants.contig_map
             or options["tsv"] or options["split_multiallelic"] or options["group_field"]
-            or options["group"]):
+            or options["group"] or options["background"]):
         raise click.UsageError("--reference, --region, --window, --tsv, --contig-map, "
-                               "--split-multiallelic, --group-field and --group are for VCF/BCF "
-                               "input")
+                               "--split-multiallelic, --group-field, --group and --background "
+                               "are for VCF/BCF input")
     from cmx_cli.pipelines import predict_fasta
 
     config = predict_fasta.PredictFastaConfig(

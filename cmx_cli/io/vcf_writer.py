@@ -44,8 +44,10 @@ def output_kind(output: str, tsv: bool) -> str:
 class _Writer:
     """Writes VCF text, BGZF VCF, BCF or TSV rows to an open handle or a temporary path."""
 
-    def __init__(self, kind: str, header: Any, handle: Any, path: Optional[str], info_id: str):
+    def __init__(self, kind: str, header: Any, handle: Any, path: Optional[str], info_id: str,
+                 percentile_id: Optional[str] = None):
         self.kind, self.handle, self.path, self.info_id = kind, handle, path, info_id
+        self.percentile_id = percentile_id
         self.written = 0
         self.index_path: Optional[str] = None
         self._hts = None
@@ -54,31 +56,41 @@ class _Writer:
                 self._hts = pysam.VariantFile(path, "wz" if kind == "bgzf" else "wb",
                                               header=header)
         elif kind.startswith("tsv"):
-            handle.write("chrom\tpos\tid\tref\talt\tscore\n")
+            handle.write("chrom\tpos\tid\tref\talt\tscore"
+                         + ("\tpercentile\n" if percentile_id else "\n"))
         else:
             handle.write(str(header))
 
     def write(self, record: Any, statuses: list[AlleleStatus], values: list[Optional[float]],
-              split: bool) -> None:
+              split: bool, percentiles: Optional[list[Optional[float]]] = None) -> None:
+        """Write one record with a score (and a percentile, with a background) per allele."""
+        percentiles = percentiles if percentiles is not None else [None] * len(values)
         if self.kind.startswith("tsv"):
-            for status, value in zip(statuses, values):
+            for status, value, percentile in zip(statuses, values, percentiles):
                 score = "." if value is None else f"{value:.6g}"
+                extra = ("" if not self.percentile_id else
+                         "\t." if percentile is None else f"\t{percentile:.6g}")
                 self.handle.write(f"{record.chrom}\t{record.pos}\t{record.id or '.'}\t"
-                                  f"{record.ref}\t{status.alt}\t{score}\n")
+                                  f"{record.ref}\t{status.alt}\t{score}{extra}\n")
                 self.written += 1
             return
         alts = record.alts or ()
         if split and len(alts) > 1:
             for index in range(len(alts)):
-                self._emit(split_record(record, index), values[index:index + 1])
+                self._emit(split_record(record, index), values[index:index + 1],
+                           percentiles[index:index + 1])
         else:
-            self._emit(record, values if alts else [])
+            self._emit(record, values if alts else [], percentiles if alts else [])
 
-    def _emit(self, record: Any, values: list[Optional[float]]) -> None:
-        if any(value is not None for value in values):
-            record.info[self.info_id] = tuple(values)
-        elif self.info_id in record.info:  # a stale score from an earlier run
-            del record.info[self.info_id]
+    def _emit(self, record: Any, values: list[Optional[float]],
+              percentiles: list[Optional[float]]) -> None:
+        for key, numbers in ((self.info_id, values), (self.percentile_id, percentiles)):
+            if key is None:
+                continue
+            if any(number is not None for number in numbers):
+                record.info[key] = tuple(numbers)
+            elif key in record.info:  # a stale value from an earlier run
+                del record.info[key]
         with quiet_htslib():
             if self._hts is not None:
                 self._hts.write(record)
@@ -112,12 +124,19 @@ class _Writer:
 
 @contextlib.contextmanager
 def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str,
-                 description: str, header_lines: Sequence[str]) -> Iterator[_Writer]:
-    """Extend the header, write to a temporary file, and rename it (and its index) when done."""
+                 description: str, header_lines: Sequence[str],
+                 percentile: Optional[tuple[str, str]] = None) -> Iterator[_Writer]:
+    """Extend the header, write to a temporary file, and rename it (and its index) when done.
+
+    ``percentile`` is the INFO key and description of each score's background percentile
+    (:mod:`cmx_cli.variants.background`), when there is one."""
+    percentile_id = percentile[0] if percentile else None
     if not kind.startswith("tsv"):
         _extend_header(header, info_id, description, header_lines)
+        if percentile:
+            _declare_score_key(header, *percentile, "--info-id")
     if output == "-":
-        yield _Writer(kind, header, sys.stdout, None, info_id)
+        yield _Writer(kind, header, sys.stdout, None, info_id, percentile_id)
         sys.stdout.flush()
         return
     destination, replaceable = output_target(output)
@@ -125,14 +144,14 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
         with contextlib.ExitStack() as stack:
             handle = stack.enter_context(open(destination, "w", encoding="utf-8")) \
                 if kind in ("text", "tsv", "tsv-bgzf") else None
-            writer = _Writer(kind, header, handle, str(destination), info_id)
+            writer = _Writer(kind, header, handle, str(destination), info_id, percentile_id)
             stack.callback(writer.close)
             yield writer
         return
     with temporary_file(destination, (".tbi", ".csi")) as temporary, write_errors(
             output, temporary, f"{temporary}.tbi", f"{temporary}.csi"):
         handle = _text_handle(temporary, kind)
-        writer = _Writer(kind, header, handle, temporary, info_id)
+        writer = _Writer(kind, header, handle, temporary, info_id, percentile_id)
         try:
             yield writer
             if handle is not None:
@@ -166,17 +185,22 @@ def _text_handle(path: str, kind: str) -> Optional[IO]:
     return None
 
 
-def _extend_header(header: Any, info_id: str, description: str, lines: Sequence[str]) -> None:
-    """Declare the score key and add the ``##cmx_...`` lines."""
-    if info_id in header.info:
-        existing = header.info[info_id]
+def _declare_score_key(header: Any, key: str, description: str, option: str) -> None:
+    """Declare a ``Number=A, Type=Float`` INFO key, or accept one declared alike."""
+    if key in header.info:
+        existing = header.info[key]
         if (existing.number, existing.type) != ("A", "Float"):
             raise CmxError(
-                f"the input VCF already defines INFO/{info_id} as Number={existing.number}, "
-                f"Type={existing.type}", "choose another key with --info-id")
+                f"the input VCF already defines INFO/{key} as Number={existing.number}, "
+                f"Type={existing.type}", f"choose another key with {option}")
     else:
         text = description.replace("\\", "\\\\").replace('"', '\\"')
-        header.add_line(f'##INFO=<ID={info_id},Number=A,Type=Float,Description="{text}">')
+        header.add_line(f'##INFO=<ID={key},Number=A,Type=Float,Description="{text}">')
+
+
+def _extend_header(header: Any, info_id: str, description: str, lines: Sequence[str]) -> None:
+    """Declare the score key and add the ``##cmx_...`` lines."""
+    _declare_score_key(header, info_id, description, "--info-id")
     for line in lines:
         if not line.startswith("##") or "=" not in line or "\n" in line:
             raise ValueError(f"header lines must be single '##key=value' lines: {line!r}")

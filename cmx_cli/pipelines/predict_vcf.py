@@ -30,6 +30,7 @@ from cmx_cli.io.vcf_reader import open_variants
 from cmx_cli.runtime import ready_for_inference
 from cmx_cli.settings import Runtime, VariantInput
 from cmx_cli.tasks import masked_bases, variant
+from cmx_cli.variants.background import score_background
 from cmx_cli.variants.preflight import preflight
 from cmx_cli.variants.scoring import AlleleScorer, ScoreOutput, ScoreSummary, score_variants
 
@@ -53,6 +54,7 @@ class PredictVcfConfig:
     max_tokens: int = 16384
     runtime: Runtime = field(default_factory=Runtime)
     command: str = "cmx predict"
+    background: int = 0
 
 
 def _group_reader(checkpoint: Checkpoint, config: PredictVcfConfig):
@@ -143,4 +145,11 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
         reporter.table(report.table())
         for warning in report.warnings:
             reporter.warn(warning)
-        return score_variants(report, reference, scorer, output, reporter)
+        background = None
+        if config.background:
+            groups = len(checkpoint.extra.get("groups", [""])) or 1
+            reporter.note(f"scoring {config.background:,} random SNVs of the reference as the "
+                          "background of the percentiles")
+            background = score_background(scorer, reference, config.background, window, groups)
+        return score_variants(report, reference, scorer, output, reporter,
+                              background=background)

@@ -36,6 +36,7 @@ from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.vcf_reader import VariantReader
 from cmx_cli.io.vcf_writer import open_writer, output_kind
 from cmx_cli.variants.alleles import AlleleStatus, allele_change, classify_record
+from cmx_cli.variants.background import Background
 from cmx_cli.variants.preflight import PreflightReport
 from cmx_cli.variants.windows import AlleleWindow, make_windows
 
@@ -182,6 +183,7 @@ class ScoreSummary:
 def score_variants(
     report: PreflightReport, reference: ReferenceGenome, scorer: AlleleScorer,
     output: ScoreOutput, reporter: Optional[Reporter] = None, chunk_alleles: int = 4096,
+    background: Optional[Background] = None,
 ) -> ScoreSummary:
     """Score every scorable ALT allele of a VCF; write the VCF (or a TSV) with the scores.
 
@@ -193,6 +195,8 @@ def score_variants(
         output: Where and how to write.
         reporter: Shows progress.
         chunk_alleles: The most windows per ``scorer`` call (and records held at once).
+        background: Scores of random SNVs: each score's percentile among them goes into
+            INFO/``<info_id>_PCT`` (a ``percentile`` column in a TSV).
 
     Returns:
         Counts and timing.
@@ -220,20 +224,30 @@ def score_variants(
     use_csi = report.longest > _TBI_MAX_POSITION
     progress_bar = (reporter.progress("Scoring", total=report.records, unit="record")
                     if reporter is not None else contextlib.nullcontext())
+    percentile = (None if background is None else
+                  (f"{output.info_id}_PCT", background.description))
     with reader, progress_bar as progress, open_writer(
             output.path, kind, reader.header, use_csi, output.info_id, scorer.description,
-            output.header_lines) as writer:
+            output.header_lines, percentile) as writer:
 
         def flush() -> None:
             scores = _run_scorer(scorer, windows, chunk_alleles)
+            ranks = None if background is None else background.percentiles(
+                scores, np.array([0 if w.context is None else int(w.context) for w in windows],
+                                 dtype=np.int64))
             for record, statuses, slots in pending:
                 values: list[Optional[float]] = []
+                percentiles: list[Optional[float]] = []
                 for slot in slots:
                     value = None if slot is None else float(scores[slot])
                     if value is not None:
                         outcomes["scored" if np.isfinite(value) else "non_finite"] += 1
-                    values.append(value if value is not None and np.isfinite(value) else None)
-                writer.write(record, statuses, values, output.split_multiallelic)
+                    finite = value is not None and np.isfinite(value)
+                    values.append(value if finite else None)
+                    percentiles.append(float(ranks[slot]) if finite and ranks is not None
+                                       else None)
+                writer.write(record, statuses, values, output.split_multiallelic,
+                             percentiles if background is not None else None)
             if progress is not None:
                 progress.advance(len(pending))
             pending.clear()
