@@ -168,7 +168,7 @@ def test_demo_runs_from_any_directory(tmp_path):
     demo = tmp_path / "demo"
     for line in ("cmx pretrain: validation", "cmx train: test ROC-AUC", "cmx predict: 80 sequences",
                  "cmx finetune: test ROC-AUC", "cmx predict: Scored 2,652 of 2,652 alleles",
-                 "cmx report: 5 figure(s) of 3 run(s)",
+                 "cmx report: 6 figure(s) of 3 run(s)",
                  f"Report: {tmp_path / 'demo' / 'report.html'}"):
         assert line in result.stderr, line
     # Each step shows the command that redoes it, also when stderr is not a terminal.

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from cmx_cli.data.masking import KEPT, MASKED, NONE, RANDOM, MaskedSequence, mask_tokens
-from cmx_cli.metrics.masked_bases import MlmMetrics
+from cmx_cli.metrics.masked_bases import GROUPS, MlmMetrics
 from cmx_cli.metrics.tables import mlm_table
 
 KEYS = {"n", "bits_per_base", "perplexity", "accuracy"}
@@ -54,7 +54,7 @@ def test_counts_by_corruption_and_case():
     metrics.update(np.full((4000, 4), np.log(0.25)), masked, lowercase)
     result = metrics.result()
     corruption = masked.corruption
-    assert set(result) == KEYS | {"by_corruption", "by_case", "all_selected"}
+    assert set(result) == KEYS | {"by_corruption", "by_case", "by_position", "all_selected"}
     assert result["n"] == np.count_nonzero(corruption == MASKED)
     by_corruption = result["by_corruption"]
     assert by_corruption["mask"]["n"] == np.count_nonzero(corruption == MASKED)
@@ -65,6 +65,21 @@ def test_counts_by_corruption_and_case():
     assert by_case["lowercase"]["n"] == np.count_nonzero((corruption == MASKED) & lowercase)
     assert by_case["uppercase"]["n"] + by_case["lowercase"]["n"] == result["n"]
     assert all(set(group) == KEYS for group in (*by_corruption.values(), *by_case.values()))
+
+
+def test_mask_positions_by_tenth_of_their_sequence():
+    # 20 MASK positions; the predictor is right (0 bits) in the first half, uniform (2 bits)
+    # in the second.
+    masked = MaskedSequence(inputs=np.full(20, 5, np.uint8), targets=np.zeros(20, np.int64),
+                            corruption=np.full(20, MASKED, np.uint8))
+    log_probs = np.full((20, 4), np.log(0.25))
+    log_probs[:10] = perfect_log_probs(masked)[:10]
+    metrics = MlmMetrics()
+    metrics.update(log_probs, masked)
+    by_position = metrics.result()["by_position"]
+    assert list(by_position) == [f"{10 * i}-{10 * (i + 1)}%" for i in range(10)]
+    assert [group["n"] for group in by_position.values()] == [2] * 10
+    assert [group["bits_per_base"] for group in by_position.values()] == [0.0] * 5 + [2.0] * 5
 
 
 def test_known_mixture_of_right_and_wrong():
@@ -101,7 +116,9 @@ def test_updates_accumulate():
           for name in ("inputs", "targets", "corruption"))
     )
     joined.update(np.concatenate(logs), concatenated)
-    assert np.allclose(separate.totals, joined.totals, rtol=1e-12)
+    # Every group but the places in a sequence, which joining two sequences moves.
+    pooled = GROUPS.index("position_0")
+    assert np.allclose(separate.totals[:pooled], joined.totals[:pooled], rtol=1e-12)
 
 
 def test_undefined_metrics_are_none():

@@ -150,7 +150,7 @@ def test_report_html_embeds_figures_whose_data_match_the_runs(runs, tmp_path):
     page = output.read_text()
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    names = ["training", "roc", "pr", "length", "groups", "pretraining"]
+    names = ["training", "roc", "pr", "length", "groups", "pretraining", "pretraining_detail"]
     assert len(images) == len(names)
     for image in images:
         width, height = Image.open(io.BytesIO(base64.b64decode(image))).size
@@ -202,6 +202,13 @@ def test_report_html_embeds_figures_whose_data_match_the_runs(runs, tmp_path):
         {metrics["markov"]["bits_per_base"]}
     assert [float(row["bits_per_base"]) for row in pretraining if row["model"] == "cmx"] == \
         [float(row["val_bits_per_base"]) for row in _tsv(runs / "pretrain" / "log.tsv")]
+    detail = _tsv(tmp_path / "report.pretraining_detail.tsv")
+    for model, key in (("cmx", "model"), ("Markov", "markov")):
+        for split_by in ("by_corruption", "by_position"):
+            rows = [row for row in detail if row["model"] == model and row["split_by"] == split_by]
+            assert {row["category"]: (int(row["n"]), float(row["bits_per_base"]))
+                    for row in rows} == {category: (values["n"], values["bits_per_base"])
+                                         for category, values in metrics[key][split_by].items()}
 
 
 def test_report_as_pngs(runs, tmp_path):

@@ -5,6 +5,8 @@ The headline numbers are computed on the positions replaced by the MASK token
 and kept positions are reported apart (``by_corruption``), since the base shown there is the
 answer or a decoy; ``all_selected`` pools every scored position. ``by_case`` splits the MASK
 positions by soft-masking (lowercase letters are mostly repeats, which are easier).
+``by_position`` splits them by where they lie in their sequence, in tenths of its length
+(the start and end of a segment see context on one side only).
 
 Bits per base is the mean of ``-log2 p(true base)``; a uniform guess over A C G T scores 2.
 Perplexity is ``2 ** bits_per_base`` (between 1 and 4 for sensible predictors). Accuracy
@@ -18,15 +20,18 @@ from typing import Optional
 import numpy as np
 from cmx_cli.data.masking import KEPT, MASKED, RANDOM, MaskedSequence
 
+#: Tenths of a sequence's length that MASK positions are grouped by (``by_position``).
+POSITION_BINS = 10
 #: Accumulated groups, in the order of the rows of :attr:`MlmMetrics.totals`.
-GROUPS = ("mask", "random", "kept", "uppercase", "lowercase", "all_selected")
+GROUPS = ("mask", "random", "kept", "uppercase", "lowercase", "all_selected",
+          *(f"position_{index}" for index in range(POSITION_BINS)))
 _LN2 = math.log(2.0)
 
 
 class MlmMetrics:
     """Accumulates masked-base predictions over many sequences (and batches).
 
-    :attr:`totals` is a (6, 3) float64 array: for each group in :data:`GROUPS`, the summed
+    :attr:`totals` is a (groups, 3) float64 array: for each group in :data:`GROUPS`, the summed
     bits, the number of correct arg-max predictions and the number of positions. Sum it
     across processes (e.g. ``torch.distributed.all_reduce``) to combine shards.
     """
@@ -65,6 +70,7 @@ class MlmMetrics:
         correct = np.argmax(scores[positions], axis=1) == targets  # (n,)
         corruption = masked.corruption[positions]
         case = flags[positions]
+        tenth = np.minimum(positions * POSITION_BINS // max(1, length), POSITION_BINS - 1)
         members = (
             corruption == MASKED,
             corruption == RANDOM,
@@ -72,6 +78,7 @@ class MlmMetrics:
             (corruption == MASKED) & ~case,
             (corruption == MASKED) & case,
             np.ones(positions.size, dtype=bool),
+            *((corruption == MASKED) & (tenth == index) for index in range(POSITION_BINS)),
         )
         for row, member in enumerate(members):
             self.totals[row] += (bits[member].sum(), correct[member].sum(), member.sum())
@@ -94,13 +101,17 @@ class MlmMetrics:
         Returns:
             ``{"n", "bits_per_base", "perplexity", "accuracy"}`` on MASK positions, plus
             ``"by_corruption": {"mask", "random", "kept"}``,
-            ``"by_case": {"uppercase", "lowercase"}`` (MASK positions) and
-            ``"all_selected"``, each a dict with the same four keys. Undefined values
+            ``"by_case": {"uppercase", "lowercase"}`` (MASK positions),
+            ``"by_position"`` (MASK positions by tenth of their sequence, ``"0-10%"`` ...)
+            and ``"all_selected"``, each a dict with the same four keys. Undefined values
             (no positions) are ``None``.
         """
+        step = 100 // POSITION_BINS
         return {
             **self._group("mask"),
             "by_corruption": {name: self._group(name) for name in ("mask", "random", "kept")},
             "by_case": {name: self._group(name) for name in ("uppercase", "lowercase")},
+            "by_position": {f"{index * step}-{(index + 1) * step}%":
+                            self._group(f"position_{index}") for index in range(POSITION_BINS)},
             "all_selected": self._group("all_selected"),
         }

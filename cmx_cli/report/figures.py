@@ -216,9 +216,25 @@ def pretraining_curves(runs: list[ReportedRun]) -> FigureData:
     return figure
 
 
+def pretraining_detail(runs: list[ReportedRun]) -> FigureData:
+    """The final validation bits per base of cmx and both baselines by corruption type and
+    by where a MASK position lies in its sequence, from metrics.json."""
+    figure = FigureData("pretraining_detail", "Masked-base pretraining, validation, in detail",
+                        ["run", "model", "split_by", "category", "n", "bits_per_base"])
+    for run in runs:
+        if run.kind != "pretrain":
+            continue
+        for name, key in (("cmx", "model"), ("unigram", "unigram"), ("Markov", "markov")):
+            for split_by in ("by_corruption", "by_position"):
+                for category, values in run.metrics[key].get(split_by, {}).items():
+                    figure.rows.append([run.label, name, split_by, category, values["n"],
+                                        values["bits_per_base"]])
+    return figure
+
+
 #: Every figure a report can hold, in report order.
 FIGURES = (training_curves, roc_curves, pr_curves, length_bins, group_metrics,
-           pretraining_curves)
+           pretraining_curves, pretraining_detail)
 
 
 def report_figures(runs: list[ReportedRun]) -> list[FigureData]:

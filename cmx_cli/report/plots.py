@@ -132,7 +132,35 @@ def _pretraining(figure: FigureData) -> Figure:
     return canvas
 
 
-_DRAW = {"training": _training, "roc": _curves, "pr": _curves,
+def _pretraining_detail(figure: FigureData) -> Figure:
+    canvas = Figure(figsize=(12, 4.2))
+    axes = canvas.subplots(1, 2)
+    several = len(set(figure.column("run"))) > 1
+    titles = {"by_corruption": "by corruption of the selected base",
+              "by_position": "MASK positions by place in the sequence"}
+    for ax, split_by in zip(axes, titles):
+        categories: list = []
+        for (run, model, kind), rows in figure.groups("run", "model", "split_by"):
+            if kind != split_by:
+                continue
+            points = [(row[3], row[5]) for row in rows if row[5] is not None]
+            categories += [category for category, _ in points if category not in categories]
+            style = _style(figure, run, "cmx")
+            style["linestyle"] = {"cmx": "-", "unigram": ":", "Markov": "--"}[model]
+            ax.plot([categories.index(c) for c, _ in points], [v for _, v in points],
+                    marker="o" if model == "cmx" else None,
+                    label=_label(run, model, several), **style)
+        ax.set_xticks(range(len(categories)))
+        ax.set_xticklabels(categories, rotation=30 if len(categories) > 4 else 0)
+        ax.set_title(titles[split_by])
+        ax.set_ylabel("bits per base")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    canvas.suptitle(figure.title)
+    return canvas
+
+
+_DRAW = {"training": _training, "pretraining_detail": _pretraining_detail, "roc": _curves, "pr": _curves,
          "length": lambda figure: _intervals(figure, "percentiles"),
          "groups": lambda figure: _intervals(figure, "group"), "pretraining": _pretraining}
 
