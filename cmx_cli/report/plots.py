@@ -160,9 +160,10 @@ def _pretraining_detail(figure: FigureData) -> Figure:
     return canvas
 
 
-_DRAW = {"training": _training, "pretraining_detail": _pretraining_detail, "roc": _curves, "pr": _curves,
+_DRAW = {"training": _training, "roc": _curves, "pr": _curves,
          "length": lambda figure: _intervals(figure, "percentiles"),
-         "groups": lambda figure: _intervals(figure, "group"), "pretraining": _pretraining}
+         "groups": lambda figure: _intervals(figure, "group"), "pretraining": _pretraining,
+         "pretraining_detail": _pretraining_detail}
 
 
 def draw(figure: FigureData) -> bytes:
