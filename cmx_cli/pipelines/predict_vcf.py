@@ -16,6 +16,7 @@ and the annotated output are :mod:`cmx_cli.variants.scoring`.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -148,8 +149,9 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
         background = None
         if config.background:
             groups = len(checkpoint.extra.get("groups", [""])) or 1
-            reporter.note(f"scoring {config.background:,} random SNVs of the reference as the "
-                          "background of the percentiles")
+            started = time.monotonic()
             background = score_background(scorer, reference, config.background, window, groups)
+            reporter.note(f"scored {config.background:,} random SNVs of the reference as the "
+                          f"background of the percentiles in {time.monotonic() - started:.1f} s")
         return score_variants(report, reference, scorer, output, reporter,
                               background=background)
