@@ -22,6 +22,15 @@ from cmx_cli.settings import Runtime, EncoderShape, VariantInput
 VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
 
 
+def is_variant_input(input_path: str, variants: VariantInput) -> bool:
+    """Whether an input is a VCF or BCF: by its content (a VCF named calls.txt is a VCF);
+    when the content says nothing (an empty file), by its name or by --reference, which only
+    VCF input takes."""
+    kind = input_kind(Path(input_path)) or (
+        "vcf" if input_path.lower().endswith(VCF_SUFFIXES) or variants.reference else "fasta")
+    return kind in ("vcf", "bcf")
+
+
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @model_option("Run directory (or its model.pt): `cmx train` for FASTA; `cmx finetune` or "
@@ -75,11 +84,7 @@ def predict(input_path: str, model: str, output: str, average_strands: bool,
     on_interrupt("cmx predict stopped before it finished; "
                  + ("what it wrote to standard output is incomplete" if output == "-" else
                     f"nothing was written to {output} (an output appears only when complete)"))
-    # By content (a VCF named calls.txt is a VCF); when the content says nothing (an empty
-    # file), by the name or by --reference, which only VCF input takes.
-    kind = input_kind(Path(input_path)) or (
-        "vcf" if input_path.lower().endswith(VCF_SUFFIXES) or variants.reference else "fasta")
-    if kind in ("vcf", "bcf"):
+    if is_variant_input(input_path, variants):
         if variants.reference is None:
             raise click.UsageError("scoring a VCF needs --reference genome.fa")
         if options["label_regex"] or options["labels_table"]:
@@ -290,9 +295,7 @@ def explain(input_path: str, variants: VariantInput, runtime: Runtime, quiet: bo
     Example: cmx explain calls.vcf.gz --reference ref.fa --model ft/ --flank 50 -o ctx.tsv
     """
     reporter = Reporter(quiet)
-    kind = input_kind(Path(input_path)) or (
-        "vcf" if input_path.lower().endswith(VCF_SUFFIXES) or variants.reference else "fasta")
-    if kind in ("vcf", "bcf"):
+    if is_variant_input(input_path, variants):
         if variants.reference is None:
             raise click.UsageError("explaining a VCF needs --reference genome.fa")
         if options["method"] != "ism":

@@ -24,7 +24,7 @@ from torch import nn
 
 from cmx_cli.alphabet import N_BASES
 from cmx_cli.data.batching import pack
-from cmx_cli.inference import evaluating
+from cmx_cli.inference import batched_outputs, evaluating
 
 #: Called with the number of forward passes done, after each batch.
 Progress = Callable[[int], None]
@@ -63,13 +63,6 @@ def substitutions(ref: np.ndarray) -> np.ndarray:
     return np.stack([bases[bases != base][:3] for base in ref.tolist()]).astype(np.uint8)
 
 
-def _scores(model: nn.Module, copies: list[np.ndarray]) -> torch.Tensor:
-    tokens, offsets = pack(copies)
-    device = next(model.parameters()).device
-    return log_odds(model(tokens.to(device), offsets.to(device)).float()).cpu()
-
-
-@torch.no_grad()
 def mutagenesis(model: nn.Module, tokens: np.ndarray, start: int, end: int, max_tokens: int,
                 progress: Optional[Progress] = None) -> BaseEffects:
     """ISM of positions ``start..end-1`` of one sequence (module docstring).
@@ -80,27 +73,31 @@ def mutagenesis(model: nn.Module, tokens: np.ndarray, start: int, end: int, max_
         start: First position (0-based).
         end: One past the last position.
         max_tokens: Token budget per batch (at least one copy per batch).
-        progress: Told how many passes each batch did.
+        progress: Told how many mutated copies each batch scored.
     """
     ref = tokens[start:end].copy()
     alt = substitutions(ref)
-    per_batch = max(1, max_tokens // max(1, len(tokens)))
-    jobs = [(position, column) for position in range(end - start) for column in range(3)]
-    with evaluating(model):
-        original = _scores(model, [tokens])[0]
-        delta = np.full((end - start, 3, original.numel()), np.nan)
-        for first in range(0, len(jobs), per_batch):
-            batch = jobs[first:first + per_batch]
-            copies = []
-            for position, column in batch:
-                copy = tokens.copy()
-                copy[start + position] = alt[position, column]
-                copies.append(copy)
-            changes = (_scores(model, copies) - original).double().numpy()
-            for (position, column), change in zip(batch, changes):
-                delta[position, column] = change
-            if progress is not None:
-                progress(len(batch))
+    # Input 0 is the sequence itself, then one copy per (position, substitute).
+    jobs = [None] + [(position, column) for position in range(end - start)
+                     for column in range(3)]
+
+    def copy_of(job) -> np.ndarray:
+        copy = tokens.copy()
+        if job is not None:
+            copy[start + job[0]] = alt[job]
+        return copy
+
+    scores = None
+    device = next(model.parameters()).device
+    for batch, _, logits in batched_outputs(
+            model, [len(tokens)] * len(jobs), lambda batch: pack([copy_of(jobs[i]) for i in batch]),
+            max_tokens, device, "fp32"):
+        if scores is None:
+            scores = np.zeros((len(jobs), logits.shape[1]))
+        scores[batch] = log_odds(logits).double().numpy()
+        if progress is not None:
+            progress(sum(index > 0 for index in batch))
+    delta = (scores[1:] - scores[0]).reshape(end - start, 3, -1)
     delta[ref >= N_BASES] = np.nan
     return BaseEffects(start, ref, alt, delta)
 

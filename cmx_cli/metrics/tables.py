@@ -13,7 +13,7 @@ MISSING = "–"
 INTERVAL_CAPTION = f"[low, high]: 95% bootstrap interval ({RESAMPLES:,} stratified resamples)"
 
 
-def _format(value: Optional[float], interval: Optional[list] = None) -> str:
+def format_metric(value: Optional[float], interval: Optional[list] = None) -> str:
     """Three decimals, or a dash where the metric is undefined; with its 95% interval in
     brackets when there is one."""
     if value is None:
@@ -57,7 +57,7 @@ def comparison_table(title: str, rows: dict[str, dict], columns) -> Table:
         table.add_column(header, justify="right")
     for name, metrics in rows.items():
         table.add_row(name, f"{metrics.get('n', 0):,}",
-                      *(_format(metrics.get(key), metrics.get(f"{key}_ci"))
+                      *(format_metric(metrics.get(key), metrics.get(f"{key}_ci"))
                         for _, key in columns))
     return table
 
@@ -84,7 +84,7 @@ def length_table(title: str, bins: list[dict]) -> Table:
             row["percentiles"],
             f"{row['min_length']:,}–{row['max_length']:,}",
             f"{row['n']:,}",
-            _format(row["roc_auc"], row.get("roc_auc_ci")),
+            format_metric(row["roc_auc"], row.get("roc_auc_ci")),
         )
     return table
 

@@ -13,7 +13,6 @@ each format defines them.
 from __future__ import annotations
 
 import csv
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,13 +29,12 @@ from cmx_cli.explain.plots import effect_heatmap, sequence_logo
 from cmx_cli.io.checkpoint import CLASSIFIER, MASKED_BASES, load_checkpoint, model_files
 from cmx_cli.io.fasta import FastaRecord, iter_records
 from cmx_cli.io.output import atomic_output, check_not_input, with_indexes
+from cmx_cli.io.vcf_reader import Region
+from cmx_cli.io.vcf_reader import parse_region as parse_any_region
 from cmx_cli.runtime import ready_for_inference
 from cmx_cli.settings import Runtime
 from cmx_cli.tasks.classification import build_classifier
 from cmx_cli.tasks.masked_bases import build_autoencoder
-
-_REGION = re.compile(r"^(?P<name>.+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
-
 
 @dataclass(frozen=True)
 class ExplainConfig:
@@ -62,50 +60,38 @@ class ExplainResult:
     summary: str
 
 
-@dataclass(frozen=True)
-class Region:
-    """A record's span to explain: 0-based ``start``, exclusive ``end``."""
-
-    name: str
-    start: int
-    end: int
-
-
 def parse_region(text: str) -> Region:
-    """``NAME:START-END`` (1-based, inclusive, commas allowed) as a 0-based half-open span.
+    """``NAME:START-END`` (1-based, inclusive, commas allowed) as ``(name, start0, end0)``,
+    0-based half-open, read as every ``--region`` is (:func:`cmx_cli.io.vcf_reader.parse_region`);
+    FASTA input needs both ends.
 
     Raises:
         CmxError: For text of another shape or an empty span.
     """
-    match = _REGION.match(text)
-    if not match:
+    name, start, end = parse_any_region(text)
+    if end is None:
         raise CmxError(f"--region {text!r}: not NAME:START-END",
                        "give a record name and 1-based positions, e.g. chr1:1,001-1,200.")
-    start, end = (int(match[key].replace(",", "")) for key in ("start", "end"))
-    if start < 1 or end < start:
-        raise CmxError(f"--region {text!r}: START must be at least 1 and END at least START",
-                       "positions are 1-based and inclusive, as samtools counts them.")
-    return Region(match["name"], start - 1, end)
+    return name, start, end
 
 
 def _targets(config: ExplainConfig) -> Iterator[tuple[FastaRecord, int, int]]:
-    region = parse_region(config.region) if config.region else None
-    found = False
-    for record in iter_records(Path(config.fasta)):
-        if region is None:
+    if not config.region:
+        for record in iter_records(Path(config.fasta)):
             yield record, 0, len(record.tokens)
-        elif record.name == region.name:
-            found = True
-            if region.end > len(record.tokens):
+        return
+    name, start, end = parse_region(config.region)
+    for record in iter_records(Path(config.fasta)):
+        if record.name == name:
+            if end > len(record.tokens):
                 raise CmxError(f"{config.fasta}: record {record.name} has "
                                f"{len(record.tokens):,} bases; --region {config.region} "
                                "passes its end",
                                f"give an END of at most {len(record.tokens):,}.")
-            yield record, region.start, region.end
+            yield record, start, end
             return
-    if region is not None and not found:
-        raise CmxError(f"{config.fasta}: no record named {region.name} (--region)",
-                       "the name is the first word of the header line.")
+    raise CmxError(f"{config.fasta}: no record named {name} (--region)",
+                   "the name is the first word of the header line.")
 
 
 def output_paths(output: Path) -> dict[str, Path]:

@@ -23,14 +23,14 @@ from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.explain.plots import effect_heatmap
 from cmx_cli.explain.variant_context import context_effects
-from cmx_cli.io.checkpoint import VARIANT_CLASSIFIER, load_checkpoint, model_files
-from cmx_cli.io.output import atomic_output, check_not_input, with_indexes
+from cmx_cli.io.checkpoint import VARIANT_CLASSIFIER, load_checkpoint
+from cmx_cli.io.output import atomic_output, check_not_input
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.vcf_reader import VariantReader
 from cmx_cli.pipelines.explain import ExplainResult, output_paths
-from cmx_cli.pipelines.predict_vcf import PredictVcfConfig, build_scorer
+from cmx_cli.pipelines.predict_vcf import (
+    PredictVcfConfig, build_scorer, input_files, shown_preflight)
 from cmx_cli.settings import Runtime, VariantInput
-from cmx_cli.variants.preflight import preflight
 from cmx_cli.variants.scoring import record_windows
 
 HEADER = ("chrom", "pos", "ref", "alt", "position", "context_ref", "context_alt",
@@ -63,9 +63,7 @@ def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> E
     reporter = reporter or Reporter(quiet=True)
     started = time.monotonic()
     paths = output_paths(Path(config.output))
-    inputs = [*with_indexes(config.vcf, ".tbi", ".csi"),
-              *with_indexes(config.variants.reference, ".fai", ".gzi"),
-              config.variants.contig_map, *model_files(config.model)]
+    inputs = input_files(config.vcf, config.variants, config.model)
     for path in paths.values():
         check_not_input(path, *inputs)
     checkpoint = load_checkpoint(config.model)
@@ -83,11 +81,7 @@ def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> E
     explained, plotted = 0, None
     with ReferenceGenome(Path(config.variants.reference), config.variants.contig_map) \
             as reference:
-        report = preflight(config.vcf, reference, config.variants.regions, window,
-                           config.variants.ref_mismatch)
-        reporter.table(report.table())
-        for warning in report.warnings:
-            reporter.warn(warning)
+        report = shown_preflight(config.vcf, reference, config.variants, window, reporter)
         reader = VariantReader(report.vcf, report.regions, report.header_additions)
         with reader, atomic_output(paths["tsv"]) as tsv, reporter.progress(
                 f"Mutating ±{config.flank} bp around each variant", report.records,

@@ -32,7 +32,7 @@ from cmx_cli.runtime import ready_for_inference
 from cmx_cli.settings import Runtime, VariantInput
 from cmx_cli.tasks import masked_bases, variant
 from cmx_cli.variants.background import score_background
-from cmx_cli.variants.preflight import preflight
+from cmx_cli.variants.preflight import PreflightReport, preflight
 from cmx_cli.variants.scoring import AlleleScorer, ScoreOutput, ScoreSummary, score_variants
 
 DEFAULT_WINDOW = 1000
@@ -122,6 +122,24 @@ def build_scorer(checkpoint: Checkpoint, config: PredictVcfConfig) -> tuple[Alle
     return scorer, window
 
 
+def input_files(vcf: str, variants: VariantInput, model: str) -> list:
+    """Every file a command that reads a VCF against a reference reads: the VCF, the FASTA,
+    their indexes, the contig map and the model's files (none may be an output)."""
+    return [*with_indexes(vcf, ".tbi", ".csi"), *with_indexes(variants.reference, ".fai", ".gzi"),
+            variants.contig_map, *model_files(model)]
+
+
+def shown_preflight(vcf: str, reference: ReferenceGenome, variants: VariantInput, window: int,
+                    reporter: Reporter) -> PreflightReport:
+    """The pre-flight pass (contigs, REF mismatches, unscorable alleles) before any model
+    work, its table and warnings shown."""
+    report = preflight(vcf, reference, variants.regions, window, variants.ref_mismatch)
+    reporter.table(report.table())
+    for warning in report.warnings:
+        reporter.warn(warning)
+    return report
+
+
 def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreSummary:
     """Score every ALT allele of a VCF/BCF and write it back annotated (or as a TSV).
 
@@ -129,9 +147,7 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
         CmxError: For a model that cannot score variants, and for bad VCF or FASTA input.
     """
     reporter = reporter or Reporter(quiet=True)
-    inputs = [*with_indexes(config.vcf, ".tbi", ".csi"),
-              *with_indexes(config.variants.reference, ".fai", ".gzi"),
-              config.variants.contig_map, *model_files(config.model)]
+    inputs = input_files(config.vcf, config.variants, config.model)
     for output in with_indexes(config.output, ".tbi", ".csi"):
         check_not_input(output, *inputs)
     checkpoint = load_checkpoint(config.model)
@@ -140,12 +156,7 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
                          (f"##cmx_model={checkpoint.path}", f"##cmx_version={__version__}",
                           f"##cmx_command={config.command}"))
     with ReferenceGenome(Path(config.variants.reference), config.variants.contig_map) as reference:
-        # Pre-flight: contigs, REF mismatches and unscorable alleles, before any model work.
-        report = preflight(config.vcf, reference, config.variants.regions, window,
-                           config.variants.ref_mismatch)
-        reporter.table(report.table())
-        for warning in report.warnings:
-            reporter.warn(warning)
+        report = shown_preflight(config.vcf, reference, config.variants, window, reporter)
         background = None
         if config.background:
             groups = len(checkpoint.extra.get("groups", [""])) or 1

@@ -19,6 +19,7 @@ from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.io.output import atomic_output, check_not_input
 from cmx_cli.io.run_dir import RUN_FILES
+from cmx_cli.metrics.tables import format_metric
 from cmx_cli.report.figures import FigureData, report_figures
 from cmx_cli.report.plots import draw
 from cmx_cli.report.runs import ReportedRun, read_run
@@ -98,8 +99,7 @@ def _headline(run: ReportedRun) -> list[str]:
     def auc(values: dict) -> str:
         if values.get("roc_auc") is None:
             return "n/a"
-        low, high = values.get("roc_auc_ci") or (None, None)
-        return f"{values['roc_auc']:.3f}" + ("" if low is None else f" [{low:.3f}, {high:.3f}]")
+        return format_metric(values["roc_auc"], values.get("roc_auc_ci"))
 
     return [split, f"{metrics['model'][split]['n']:,}", f"ROC-AUC {auc(metrics['model'][split])}",
             f"baseline {auc(metrics[run.baseline_key][split])}"]

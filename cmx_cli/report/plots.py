@@ -10,9 +10,12 @@ import io
 
 from matplotlib.figure import Figure
 
+from cmx_cli.metrics.tables import format_metric
 from cmx_cli.report.figures import FigureData
 
 _DPI = 100
+#: Line style of each model in the pretraining figures.
+_PRETRAINING_LINES = {"cmx": "-", "unigram": ":", "Markov": "--"}
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
             "#7f7f7f")
 
@@ -64,7 +67,8 @@ def _curves(figure: FigureData) -> Figure:
     for (run, model, cls), rows in figure.groups("run", "model", "class"):
         value, low, high = rows[0][4:7]
         name = model if len({row[3] for row in figure.rows}) <= 1 else f"{model}, class {cls}"
-        label = f"{_label(run, name, several)}: {value:.3f} [{low:.3f}, {high:.3f}]"
+        label = (f"{_label(run, name, several)}: "
+                 f"{format_metric(value, None if low is None else [low, high])}")
         style = _style(figure, run, model)
         x = [row[7] for row in rows]
         ax.plot(x, [row[8] for row in rows], label=label, **style)
@@ -121,7 +125,7 @@ def _pretraining(figure: FigureData) -> Figure:
     several = len(set(figure.column("run"))) > 1
     for (run, model), rows in figure.groups("run", "model"):
         style = _style(figure, run, "cmx")
-        style["linestyle"] = {"cmx": "-", "unigram": ":", "Markov": "--"}[model]
+        style["linestyle"] = _PRETRAINING_LINES[model]
         ax.plot([row[2] for row in rows], [row[3] for row in rows],
                 marker="." if model == "cmx" else None, label=_label(run, model, several),
                 **style)
@@ -146,7 +150,7 @@ def _pretraining_detail(figure: FigureData) -> Figure:
             points = [(row[3], row[5]) for row in rows if row[5] is not None]
             categories += [category for category, _ in points if category not in categories]
             style = _style(figure, run, "cmx")
-            style["linestyle"] = {"cmx": "-", "unigram": ":", "Markov": "--"}[model]
+            style["linestyle"] = _PRETRAINING_LINES[model]
             ax.plot([categories.index(c) for c, _ in points], [v for _, v in points],
                     marker="o" if model == "cmx" else None,
                     label=_label(run, model, several), **style)

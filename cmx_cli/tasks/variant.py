@@ -26,7 +26,7 @@ from cmx_cli.io.checkpoint import VARIANT_CLASSIFIER, Checkpoint, build_model
 from cmx_cli.metrics.classification import binary_metrics
 from cmx_cli.training.loop import LossTerms
 from cmx_cli.variants.scoring import TrainingScope
-from cmx_cli.variants.windows import AlleleWindow
+from cmx_cli.variants.windows import AlleleWindow, group_index
 from models import VariantClassifier, VariantClassifierConfig
 
 KIND = VARIANT_CLASSIFIER
@@ -224,7 +224,7 @@ class VariantScorer:
 
     def __call__(self, windows: Sequence[AlleleWindow]) -> np.ndarray:
         """Scores of a chunk of windows."""
-        groups = [0 if window.context is None else int(window.context) for window in windows]
+        groups = [group_index(window) for window in windows]
         return predict_variant_probabilities(self.model, windows, groups, self.max_tokens,
                                              self.device, self.precision, self.average_strands)
 

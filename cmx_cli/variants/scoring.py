@@ -38,7 +38,7 @@ from cmx_cli.io.vcf_writer import open_writer, output_kind
 from cmx_cli.variants.alleles import AlleleStatus, allele_change, classify_record
 from cmx_cli.variants.background import Background
 from cmx_cli.variants.preflight import PreflightReport
-from cmx_cli.variants.windows import AlleleWindow, make_windows
+from cmx_cli.variants.windows import AlleleWindow, group_index, make_windows
 
 _TBI_MAX_POSITION = 2**29 - 1  # TBI: min_shift 14 and 5 levels cover 2^29 bp
 _INFO_ID = re.compile(r"^[A-Za-z_][0-9A-Za-z_.]*$")  # VCF 4.3, section 1.6.1
@@ -233,8 +233,7 @@ def score_variants(
         def flush() -> None:
             scores = _run_scorer(scorer, windows, chunk_alleles)
             ranks = None if background is None else background.percentiles(
-                scores, np.array([0 if w.context is None else int(w.context) for w in windows],
-                                 dtype=np.int64))
+                scores, np.array([group_index(window) for window in windows], dtype=np.int64))
             for record, statuses, slots in pending:
                 values: list[Optional[float]] = []
                 percentiles: list[Optional[float]] = []

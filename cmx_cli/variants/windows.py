@@ -69,6 +69,11 @@ class AlleleWindow:
     context: Any = None
 
 
+def group_index(window: AlleleWindow) -> int:
+    """The group a window is scored for: the index its context holds, 0 without one."""
+    return 0 if window.context is None else int(window.context)
+
+
 def window_bounds(pos1: int, ref_length: int, window: int) -> tuple[int, int]:
     """Return the unclipped 0-based half-open REF window around a REF allele.
 
