@@ -20,6 +20,7 @@ from models import packed
 from models.config import ChordMixerConfig, blocks_for_length
 from models.dropout import Dropout
 from models.depth_order import DepthOrder
+from models.local_context import LocalContext
 from models.reversible import ReversibleBlock, run_reversible
 from models.rotate import RotationPlan
 
@@ -86,6 +87,8 @@ class ChordMixer(nn.Module):
     With ``config.vocab_size == 0`` there is no embedding and the input is already (T, d)
     features, as for the decoder of the masked-base autoencoder. With ``config.reversible``
     the blocks are :class:`~models.reversible.ReversibleBlock` pairs of half-width blocks.
+    With ``config.local_radius`` the embedding adds each position's neighbours
+    (:class:`~models.local_context.LocalContext`).
 
     Attributes:
         plan_type: How the batch is rotated: :class:`RotationPlan` (one packed permutation), or
@@ -104,6 +107,8 @@ class ChordMixer(nn.Module):
         self.embedding = (
             nn.Embedding(config.vocab_size, config.d_model) if config.vocab_size else None
         )
+        self.local_context = (LocalContext(config.vocab_size, config.d_model, config.local_radius)
+                              if config.local_radius else None)
         self.blocks = nn.ModuleList(_block(config) for _ in range(config.n_blocks))
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm else nn.Identity()
 
@@ -133,7 +138,10 @@ class ChordMixer(nn.Module):
         steps = order.steps(self.plan_type.build(order.offsets, self.config.n_tracks))
         x = order.ordered(tokens)
         if self.embedding is not None:
-            x = self.embedding(x)  # (T, d)
+            ordered_tokens = x
+            x = self.embedding(ordered_tokens)  # (T, d)
+            if self.local_context is not None:  # the ordered batch keeps sequences whole
+                x = x + self.local_context(ordered_tokens, order.offsets)
         else:
             x = x.to(next(self.parameters()).dtype)  # features, in this network's own dtype
         if added is not None:

@@ -40,6 +40,9 @@ class ChordMixerConfig:
         reversible: Reversible blocks (``models.reversible``): two half-width blocks each,
             whose inputs backward rebuilds from their outputs, so that training keeps no
             activations per block. Needs an even ``track_size``.
+        local_radius: A local stem (``models.local_context``): each position's input also
+            embeds the bases up to this many positions away on each side. 0: none, the
+            paper's network.
     """
 
     vocab_size: int = VOCAB_SIZE
@@ -49,6 +52,7 @@ class ChordMixerConfig:
     dropout: float = 0.1
     norm: bool = True
     reversible: bool = False
+    local_radius: int = 0
 
     def __post_init__(self) -> None:
         if self.vocab_size < 0 or self.max_len < 1 or self.track_size < 1 or self.hidden_size < 1:
@@ -56,6 +60,9 @@ class ChordMixerConfig:
         if self.reversible and self.track_size % 2:
             raise ValueError("reversible blocks split every track in two halves, so the track "
                              f"size must be even, got {self.track_size}")
+        if self.local_radius < 0 or (self.local_radius and not self.vocab_size):
+            raise ValueError("local_radius must be >= 0, and 0 for a network without tokens, "
+                             f"got {self.local_radius}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -36,7 +36,7 @@ class MaskedAutoencoderConfig:
               decoder_hidden_size: int) -> "MaskedAutoencoderConfig":
         """A decoder with the encoder's tracks and depth but its own (smaller) widths."""
         decoder = replace(encoder, vocab_size=0, track_size=decoder_track_size,
-                          hidden_size=decoder_hidden_size)
+                          hidden_size=decoder_hidden_size, local_radius=0)
         return cls(encoder, decoder)
 
     def to_dict(self) -> dict:
