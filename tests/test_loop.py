@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cmx_cli.settings import TrainingSettings
-from cmx_cli.training.loop import build_optimizer, warmup_cosine
+from cmx_cli.training.loop import build_optimizer, steps_within, warmup_cosine
 from models import ChordMixerConfig, ClassifierConfig, SequenceClassifier
 
 # total steps, warmup fraction, warmup steps (round(total·fraction), at least 1)
@@ -108,3 +108,27 @@ def test_build_optimizer_skips_frozen_parameters():
     optimizer = build_optimizer(model, TrainingSettings())
     in_groups = set().union(*(names_in(group, model) for group in optimizer.param_groups))
     assert in_groups == {"classifier.weight", "classifier.bias"}
+
+
+def test_a_pretrained_encoder_learns_at_its_share_of_the_learning_rate():
+    model = tiny_classifier()
+    settings = TrainingSettings(learning_rate=1e-3, weight_decay=0.01)
+    optimizer = build_optimizer(model, settings, encoder_lr_scale=0.1)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups
+             for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        expected = 1e-4 if name.startswith("encoder.") else 1e-3
+        assert rate[id(parameter)] == pytest.approx(expected), name
+        assert decay[id(parameter)] == (0.01 if parameter.dim() >= 2 else 0.0), name
+    assert len(rate) == sum(1 for _ in model.parameters())
+
+
+def test_a_time_budget_revises_the_schedule_to_end_with_it():
+    # 100 steps in 60 s, 120 s left: 200 more at that pace.
+    assert steps_within(100, 100, 60.0, 120.0, planned=10_000) == 300
+    assert steps_within(100, 100, 60.0, 120.0, planned=250) == 250  # epochs allow fewer
+    assert steps_within(100, 40, 60.0, 0.0, planned=10_000) == 101  # the budget is spent
+    schedule = warmup_cosine(10_000, 0.05)
+    schedule.total_steps = 300
+    assert schedule(300) == pytest.approx(0.01)  # fully decayed when the budget ends

@@ -60,6 +60,15 @@ class NewModel:
     model: nn.Module
     encoder_state: Optional[dict] = None  # pretrained encoder weights (``--init``)
     freeze_encoder: bool = False
+    encoder_lr_scale: float = 1.0  # the encoder's share of the learning rate
+
+    @classmethod
+    def started(cls, model: nn.Module, encoder_state: Optional[dict],
+                start: EncoderStart) -> "NewModel":
+        """A downstream model whose encoder starts as ``--init`` says (random without it)."""
+        pretrained = encoder_state is not None
+        return cls(model, encoder_state, start.freeze_encoder,
+                   start.encoder_lr_scale if pretrained else 1.0)
 
 
 class TrainingJob(Protocol):
@@ -187,7 +196,8 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
         return job.checkpoint(model, state_dict, training_state)
 
     fit_result = fit(model, job.task(device, precision), config.training, run_dir, device,
-                     precision, reporter, make_checkpoint, resume_state, processes)
+                     precision, reporter, make_checkpoint, resume_state, processes,
+                     new.encoder_lr_scale)
     if not processes.is_main:
         return None
 

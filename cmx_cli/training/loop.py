@@ -87,29 +87,61 @@ class TrainingInterrupted(Exception):
         self.epoch, self.run_dir = epoch, run_dir
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """Learning-rate factor: linear warmup, then cosine decay to 1% of the peak."""
-    warmup = max(1, int(round(total_steps * warmup_fraction)))
+class WarmupCosine:
+    """Learning-rate factor: linear warmup, then cosine decay to 1% of the peak.
 
-    def factor(step: int) -> float:
+    Attributes:
+        total_steps: The steps the run is expected to take. A run with a time budget
+            revises it after every epoch (:func:`steps_within`), so that the decay ends
+            with the budget rather than with epochs it will never reach.
+        warmup_fraction: The share of ``total_steps`` spent warming up.
+    """
+
+    def __init__(self, total_steps: int, warmup_fraction: float) -> None:
+        self.total_steps, self.warmup_fraction = total_steps, warmup_fraction
+
+    def __call__(self, step: int) -> float:
+        warmup = max(1, int(round(self.total_steps * self.warmup_fraction)))
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
         return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    return factor
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> WarmupCosine:
+    """The learning-rate factor of a run of ``total_steps`` steps (:class:`WarmupCosine`)."""
+    return WarmupCosine(total_steps, warmup_fraction)
 
 
-def build_optimizer(model: nn.Module, settings: TrainingSettings) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases and norm scales)."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in parameters if p.dim() >= 2]
-    no_decay = [p for p in parameters if p.dim() < 2]
+def steps_within(step: int, steps_this_session: int, seconds: float, seconds_left: float,
+                 planned: int) -> int:
+    """The steps a run will have taken when its time budget ends, at the pace it has kept.
+
+    Args:
+        step: Steps taken so far.
+        steps_this_session: Of those, the ones taken since this process started (a resumed
+            run's pace is its own).
+        seconds: Seconds this session has trained.
+        seconds_left: Seconds left in the budget.
+        planned: The steps the epochs or ``--max-steps`` allow: never more than that.
+    """
+    pace = steps_this_session / max(seconds, 1e-9)
+    return max(step + 1, min(planned, step + int(pace * max(seconds_left, 0.0))))
+
+
+def build_optimizer(model: nn.Module, settings: TrainingSettings,
+                    encoder_lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and norm scales); the
+    parameters of ``model.encoder`` at ``encoder_lr_scale`` times the learning rate."""
+    groups: dict[tuple[float, float], list] = {}  # (learning rate, weight decay) -> members
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            scale = encoder_lr_scale if name.startswith("encoder.") else 1.0
+            decay = settings.weight_decay if parameter.dim() >= 2 else 0.0
+            groups.setdefault((settings.learning_rate * scale, decay), []).append(parameter)
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.learning_rate,
-    )
+        [{"params": members, "lr": lr, "weight_decay": decay}
+         for (lr, decay), members in groups.items()], lr=settings.learning_rate)
 
 
 def _append_log(path: Path, row: dict) -> None:
@@ -171,6 +203,7 @@ def fit(
     make_checkpoint: Callable[[dict, Optional[dict]], Checkpoint],
     resume_state: Optional[dict] = None,
     processes: Processes = SINGLE,
+    encoder_lr_scale: float = 1.0,
 ) -> FitResult:
     """Train ``model`` on ``task`` and keep its best and last checkpoints in ``run_dir``.
 
@@ -187,6 +220,8 @@ def fit(
         resume_state: The ``training_state`` of a ``last.pt`` to continue from.
         processes: The training processes; with several, each computes its share of every
             batch and only rank 0 validates and writes.
+        encoder_lr_scale: The learning rate of ``model.encoder`` as a share of the others'
+            (a pretrained encoder trains more gently than a new head).
 
     Returns:
         A :class:`FitResult`.
@@ -195,7 +230,7 @@ def fit(
         TrainingInterrupted: On Ctrl-C, after the last completed epoch is saved.
     """
     set_checkpointing(model, settings.checkpointing)
-    optimizer = build_optimizer(model, settings)
+    optimizer = build_optimizer(model, settings, encoder_lr_scale)
     processes.copy_parameters_from_main(model)
     world = processes.world_size
     first_epoch_batches = task.epoch_batches(np.random.default_rng([settings.seed, 0]), world)
@@ -203,9 +238,8 @@ def fit(
     total_steps = epochs * len(first_epoch_batches)
     if settings.max_steps is not None:
         total_steps = min(total_steps, settings.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, settings.warmup_fraction)
-    )
+    schedule = warmup_cosine(total_steps, settings.warmup_fraction)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     epoch, step = 0, 0
     best_score: Optional[float] = None
     best_epoch: Optional[int] = None
@@ -228,6 +262,7 @@ def fit(
     deadline = None
     if settings.max_time_minutes is not None:
         deadline = started + 60.0 * settings.max_time_minutes
+    first_step = step
     history: list[dict] = []
     stopped_because = "epochs"
     log_path = run_dir / LOG_NAME
@@ -282,8 +317,10 @@ def fit(
             "epoch": epoch,
             "step": step,
             "complete": not partial,
-            "learning_rate": scheduler.get_last_lr()[0],
+            # The new parts' rate (a pretrained encoder's may be a share of it).
+            "learning_rate": settings.learning_rate * schedule(scheduler.last_epoch),
             "train_loss": loss_sum / max(1, loss_batches),
+            "tokens": tokens_seen,
             "tokens_per_second": tokens_seen / max(1e-9, training_seconds),
             "seconds": seconds,
         }
@@ -319,6 +356,10 @@ def fit(
             save_checkpoint(make_checkpoint(model.state_dict(), training_state), run_dir / LAST)
         # Nobody starts the next epoch (or a resume) before the checkpoints are on disk.
         processes.barrier()
+        if deadline is not None:  # every process decays the learning rate alike
+            now = time.monotonic()
+            schedule.total_steps = processes.from_main(steps_within(
+                step, step - first_step, now - started, deadline - now, total_steps))
         summary = f"epoch {epoch}: train loss {row['train_loss']:.4f}"
         if score is not None:
             summary += f", validation {task.score_name} {score:.4f}" + (" (best)" if improved else "")
