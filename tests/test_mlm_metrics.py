@@ -160,3 +160,15 @@ def test_table_has_one_row_per_model():
     ]
     assert "unigram" in text and "2.000" in text and "4.000" in text
     assert "cmx" in text and "–" in text  # undefined metrics show a dash
+
+
+@pytest.mark.parametrize("model_bits, words", [
+    (1.80, "0.150 bits/base below the order-5 Markov model: it learnt more than local"),
+    (1.93, "only 0.020 bits/base below the order-5 Markov model: it learnt little beyond"),
+    (1.99, "0.040 bits/base above the order-5 Markov model: it learnt no more than"),
+])
+def test_the_verdict_compares_the_model_with_the_markov_baseline(model_bits, words):
+    from cmx_cli.metrics.masked_bases import beyond_local_statistics
+
+    verdict = beyond_local_statistics({"bits_per_base": model_bits}, {"bits_per_base": 1.95}, 5)
+    assert verdict.startswith(words), verdict

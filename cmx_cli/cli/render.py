@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cmx_cli.console import Reporter
+from cmx_cli.metrics.masked_bases import beyond_local_statistics
 from cmx_cli.metrics.tables import length_table, metrics_table, mlm_table
 from cmx_cli.pipelines.bench import OUT_OF_MEMORY, SHARES
 from cmx_cli.pipelines.evaluate import EvaluateResult
@@ -75,6 +76,9 @@ def evaluation(result: EvaluateResult, as_json: bool) -> None:
         "MASK-token positions",
         {"cmx": result.metrics["model"], "unigram": result.metrics["unigram"],
          f"order-{result.markov_order} Markov": result.metrics["markov"]}))
+    verdict = beyond_local_statistics(result.metrics["model"], result.metrics["markov"],
+                                      result.markov_order)
+    Console().print(f"cmx on MASK positions: {verdict}")
 
 
 def bench_results(results: dict, as_json: bool, reporter: Reporter) -> None:

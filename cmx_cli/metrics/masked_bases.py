@@ -115,3 +115,30 @@ class MlmMetrics:
                             self._group(f"position_{index}") for index in range(POSITION_BINS)},
             "all_selected": self._group("all_selected"),
         }
+
+
+#: Bits per base under the Markov baseline that count as learning more than local base
+#: statistics (a gain smaller than this is within what longer contexts of counts give).
+MEANINGFUL_GAIN_BITS = 0.05
+
+
+def beyond_local_statistics(model: dict, markov: dict, markov_order: int) -> str:
+    """In words: did the model learn more than the order-k Markov model's local statistics?
+
+    Args:
+        model: The model's metrics (``bits_per_base``, None without MASK positions).
+        markov: The Markov baseline's metrics on the same positions.
+        markov_order: The baseline's context length.
+    """
+    if model["bits_per_base"] is None or markov["bits_per_base"] is None:
+        return "no masked bases were scored, so there is nothing to compare"
+    gain = markov["bits_per_base"] - model["bits_per_base"]
+    baseline = f"the order-{markov_order} Markov model"
+    if gain >= MEANINGFUL_GAIN_BITS:
+        return (f"{gain:.3f} bits/base below {baseline}: it learnt more than local base "
+                "statistics")
+    if gain > 0:
+        return (f"only {gain:.3f} bits/base below {baseline}: it learnt little beyond local "
+                "base statistics; pretrain longer or on more sequence")
+    return (f"{-gain:.3f} bits/base above {baseline}: it learnt no more than local base "
+            "statistics; pretrain longer or on more sequence")

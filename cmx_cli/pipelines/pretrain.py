@@ -24,6 +24,7 @@ from cmx_cli.data.pretrain_sources import PretrainSequence, SourcePlan, plan_sou
 from cmx_cli.data.samplers import Sampler, make_sampler
 from cmx_cli.io.checkpoint import Checkpoint
 from cmx_cli.io.run_dir import read_config as read_run_config
+from cmx_cli.metrics.masked_bases import beyond_local_statistics
 from cmx_cli.settings import Runtime, TrainingSettings, EncoderShape
 from cmx_cli.tasks.masked_bases import KIND, MaskedBaseTask, MaskingSettings, evaluate_masked
 from cmx_cli.training.distributed import SINGLE, Processes
@@ -145,10 +146,13 @@ class PretrainJob:
         def bits(values: dict) -> str:
             return number(values, "bits_per_base")
 
+        verdict = beyond_local_statistics(metrics["model"], metrics["markov"],
+                                          self.config.markov_order)
         return (f"cmx pretrain: validation {bits(metrics['model'])} bits/base, accuracy "
                 f"{number(metrics['model'], 'accuracy')} (unigram {bits(metrics['unigram'])}, "
                 f"order-{self.config.markov_order} Markov {bits(metrics['markov'])}) on "
-                f"{metrics['model']['n']} masked bases; {seconds:.0f} s; run in {run_dir}")
+                f"{metrics['model']['n']} masked bases: {verdict}; {seconds:.0f} s; run in "
+                f"{run_dir}")
 
 
 def run(config: PretrainConfig, reporter: Optional[Reporter] = None, resume: bool = False,
