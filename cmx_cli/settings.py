@@ -45,6 +45,8 @@ class EncoderShape:
         hidden_size: Hidden width of each block's MLP.
         dropout: Dropout inside each block's MLP.
         reversible: Reversible blocks (:mod:`models.reversible`).
+        local_radius: Bases on each side that the local stem embeds with each base
+            (:mod:`models.local_context`); 0: none, the paper's network.
     """
 
     max_len: Optional[int] = None
@@ -52,12 +54,14 @@ class EncoderShape:
     hidden_size: int = 128
     dropout: float = 0.1
     reversible: bool = False
+    local_radius: int = 4
 
     def encoder(self, longest: int) -> ChordMixerConfig:
         """The encoder's config, sized for ``max_len`` or else for ``longest`` bp."""
         return ChordMixerConfig(vocab_size=alphabet.VOCAB_SIZE, max_len=self.max_len or longest,
                                 track_size=self.track_size, hidden_size=self.hidden_size,
-                                dropout=self.dropout, reversible=self.reversible)
+                                dropout=self.dropout, reversible=self.reversible,
+                                local_radius=self.local_radius)
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,13 @@ class EncoderStart:
     Attributes:
         init: A `cmx pretrain` run (or its model.pt) whose encoder is copied; None: random.
         freeze_encoder: Train only what is new (the head), keep the encoder as it is.
+        encoder_lr_scale: The pretrained encoder's learning rate, as a share of the peak
+            learning rate that the new parts train at.
     """
 
     init: Optional[str] = None
     freeze_encoder: bool = False
+    encoder_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)

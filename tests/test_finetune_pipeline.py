@@ -339,6 +339,10 @@ def test_held_out_contig_errors(dataset, tmp_path, overrides, names):
     (["--label-field", "LABEL", "--freeze-encoder"], "--freeze-encoder needs --init"),
     (["--label-field", "LABEL", "--init", ".", "--track-size", "4"], "drop --track-size"),
     (["--label-field", "LABEL", "--init", ".", "--reversible"], "drop --reversible"),
+    (["--label-field", "LABEL", "--init", ".", "--local-context", "2"], "drop --local-context"),
+    (["--label-field", "LABEL", "--encoder-lr-scale", "0.5"], "--encoder-lr-scale needs --init"),
+    (["--label-field", "LABEL", "--init", ".", "--freeze-encoder", "--encoder-lr-scale", "0.5"],
+     "drop --encoder-lr-scale"),
     (["--label-field", "LABEL", "--reversible", "--track-size", "5"], "even --track-size"),
 ])
 def test_command_line_mistakes_are_usage_errors(dataset, tmp_path, arguments, expected):

@@ -12,9 +12,11 @@ from cmx_cli.cli import cli, render
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import evaluate, pretrain, train
 from cmx_cli.io.checkpoint import load_checkpoint
-from cmx_cli.settings import TrainingSettings
+from cmx_cli.metrics.masked_bases import beyond_local_statistics
+from cmx_cli.settings import EncoderStart, TrainingSettings
 from cmx_cli.tasks.masked_bases import MaskingSettings
 from cmx_cli.tasks.masked_bases import ZeroShotScorer
+from cmx_cli.training.job import NewModel
 from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
 from tests.helpers import flat_config
 
@@ -54,6 +56,24 @@ def test_pretrain_run_directory_and_metrics(pretrained):
     assert metrics["model"]["n"] == metrics["unigram"]["n"] == metrics["markov"]["n"]
     assert "last 10%" in metrics["sources"]
     assert "bits/base" in result.summary
+
+
+def test_the_summary_says_whether_the_model_learnt_more_than_local_statistics(pretrained):
+    out, result = pretrained
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = beyond_local_statistics(metrics["model"], metrics["markov"], 2)
+    assert f": {expected};" in result.summary
+    rows = (out / "log.tsv").read_text().splitlines()
+    header = rows[0].split("\t")
+    tokens = [int(row.split("\t")[header.index("tokens")]) for row in rows[1:]]
+    assert len(tokens) == 2 and all(count >= 6000 for count in tokens)  # tokens_per_epoch
+
+
+def test_an_encoder_learning_rate_share_applies_to_pretrained_encoders_only():
+    model = torch.nn.Linear(1, 1)
+    start = EncoderStart(init="pre", encoder_lr_scale=0.25)
+    assert NewModel.started(model, {"weight": None}, start).encoder_lr_scale == 0.25
+    assert NewModel.started(model, None, start).encoder_lr_scale == 1.0
 
 
 def test_checkpoint_keeps_encoder_decoder_and_masking(pretrained):

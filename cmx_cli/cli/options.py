@@ -221,6 +221,11 @@ def encoder_shape_options(max_len_help: Optional[str] = None) -> Decorator:
                           "output, so training keeps no activations per block. The least "
                           "memory for very long sequences; a different network from the "
                           "default one. Needs an even track size."),
+        click.option("--local-context", "local_radius", type=click.IntRange(min=0), default=4,
+                     show_default=True,
+                     help="A local stem: each base's input also embeds the N bases on each "
+                          "side of it, before the first block. 0: the paper's network, where "
+                          "a base meets its neighbours only through the blocks."),
     ]
     if max_len_help:
         options.insert(0, click.option(
@@ -234,11 +239,18 @@ def encoder_start_options() -> Decorator:
     return option_group(
         "start", EncoderStart,
         click.option("--init", type=click.Path(exists=True), callback=absolute,
-                     help="Start the encoder from a `cmx pretrain` run; it fixes the encoder's "
-                          "shape."),
+                     help="Start the encoder from a `cmx pretrain` run (it fixes the encoder's "
+                          "shape) and train all of it with the new classifier: on the README's "
+                          "learning curve this beat a gentler encoder learning rate and a "
+                          "frozen encoder."),
         click.option("--freeze-encoder", is_flag=True,
                      help="With --init: train only what is new (the classifier), keep the "
-                          "encoder as it is."))
+                          "encoder as it is."),
+        click.option("--encoder-lr-scale", type=click.FloatRange(0, 1, min_open=True),
+                     default=1.0, show_default=True,
+                     help="With --init: the pretrained encoder learns at this share of --lr, "
+                          "the new classifier at --lr itself. A lower share did worse on the "
+                          "README's learning curve, so all weights train at --lr by default."))
 
 
 def held_out_options(val_help: str, test_help: Optional[str] = None) -> Decorator:

@@ -26,12 +26,13 @@ from cmx_cli.tasks.masked_bases import MaskingSettings
 #: The flags a ``--resume`` may change; the rest come from the run's config.json.
 RESUMABLE = ("resume", "out", "device", "threads", "precision", "max_time", "quiet",
              "checkpointing", "compile_blocks")
-SHAPE_FLAGS = ("max_len", "track_size", "hidden_size", "dropout", "reversible")
+SHAPE_FLAGS = ("max_len", "track_size", "hidden_size", "dropout", "reversible", "local_radius")
 
 
 def _given(ctx: click.Context, names) -> list[str]:
     """The parameters among ``names`` that were typed on the command line, as flags."""
-    return ["--" + name.replace("_", "-") for name in names
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    return [flags[name] for name in names
             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
 
 
@@ -55,9 +56,14 @@ def resumed_config(ctx: click.Context, saved: Any, runtime: Runtime,
 
 
 def check_start(ctx: click.Context, start: EncoderStart) -> None:
-    """--freeze-encoder needs --init, and --init fixes the encoder's shape flags."""
-    if start.freeze_encoder and not start.init:
-        raise click.UsageError("--freeze-encoder needs --init PRETRAIN_RUN")
+    """--freeze-encoder and --encoder-lr-scale need --init (and not each other), and --init
+    fixes the encoder's shape flags."""
+    for name in _given(ctx, ("freeze_encoder", "encoder_lr_scale")):
+        if not start.init:
+            raise click.UsageError(f"{name} needs --init PRETRAIN_RUN")
+    if start.freeze_encoder and _given(ctx, ("encoder_lr_scale",)):
+        raise click.UsageError("--freeze-encoder trains no encoder weights; drop "
+                               "--encoder-lr-scale")
     shape = _given(ctx, SHAPE_FLAGS)
     if start.init and shape:
         raise click.UsageError(f"--init takes the encoder's shape from the pretrained run; "

@@ -213,7 +213,7 @@ class FinetuneJob:
             encoder, n_groups=len(self.split.group_names), site_features=config.site_features,
             marker=config.marker, head_hidden=config.head_hidden,
             head_dropout=config.head_dropout))
-        return NewModel(model, state, config.start.freeze_encoder)
+        return NewModel.started(model, state, config.start)
 
     def checkpoint(self, model: nn.Module, state_dict: dict,
                    training_state: Optional[dict]) -> Checkpoint:

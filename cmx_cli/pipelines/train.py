@@ -194,7 +194,7 @@ class TrainJob:
             # The attention baseline, as wide and deep as the ChordMixer these flags describe.
             encoder = TransformerConfig.matching(encoder)
         model = SequenceClassifier(ClassifierConfig(encoder, n_classes=len(self.data.class_names)))
-        return NewModel(model, state, self.config.start.freeze_encoder)
+        return NewModel.started(model, state, self.config.start)
 
     def checkpoint(self, model: nn.Module, state_dict: dict,
                    training_state: Optional[dict]) -> Checkpoint:
