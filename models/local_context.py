@@ -7,8 +7,9 @@ to the token embedding of position i, one learned vector per neighbour i + o for
 offset 0 < |o| ≤ radius: a width-(2 radius + 1) convolution of the one-hot sequence, which
 stops at each sequence's ends (a packed batch never leaks between its sequences).
 
-Its table holds one row per (offset, token) and a zero row for "past the end": row
-``k * vocab_size + token`` is the vector of ``token`` seen at ``OFFSETS[k]``.
+Its weight holds one row per (offset, token): row ``k * vocab_size + token`` is the vector of
+``token`` seen at ``offsets[k]``. A neighbour past the sequence's end reads a constant zero row
+appended at run time (faster than ``embedding_bag``'s ``padding_idx``, and never trained).
 """
 from __future__ import annotations
 
@@ -36,16 +37,14 @@ class LocalContext(nn.Module):
         #: The neighbour offsets, in the order of the table's blocks of rows.
         self.offsets = tuple(o for o in range(-radius, radius + 1) if o)
         self.padding_row = len(self.offsets) * vocab_size
-        self.weight = nn.Parameter(torch.empty(self.padding_row + 1, d_model))
+        self.weight = nn.Parameter(torch.empty(self.padding_row, d_model))
         # Each neighbour's vector is drawn like an embedding row, scaled so that all of them
         # together are about as large as the position's own token embedding.
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(len(self.offsets)))
-        with torch.no_grad():
-            self.weight[self.padding_row].zero_()
 
     def table(self) -> torch.Tensor:
         """(offsets, vocab_size, d) the vector of each token at each offset."""
-        return self.weight[:self.padding_row].view(len(self.offsets), self.vocab_size, -1)
+        return self.weight.view(len(self.offsets), self.vocab_size, -1)
 
     def forward(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """(T, d) the local-context vectors of a packed batch.
@@ -65,4 +64,5 @@ class LocalContext(nn.Module):
         seen = tokens[neighbour.clamp(0, max(total - 1, 0))]  # (T, K)
         first_row = torch.arange(len(self.offsets), device=tokens.device) * self.vocab_size
         rows = torch.where(inside, first_row + seen, self.padding_row)  # (T, K)
-        return F.embedding_bag(rows, self.weight, mode="sum", padding_idx=self.padding_row)
+        table = torch.cat([self.weight, self.weight.new_zeros(1, self.weight.shape[1])])
+        return F.embedding_bag(rows, table, mode="sum")
