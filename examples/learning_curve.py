@@ -2,7 +2,8 @@
 
 On the U. maydis codon task (`make_codon_variants.py`: does a coding SNV change the amino
 acid?) this script
-1. pretrains an encoder on chr01-chr03 with `cmx pretrain`'s default flags and a time budget;
+1. pretrains an encoder on chr01-chr03 with `cmx pretrain`'s default flags and, unless
+   ``--pretrain-minutes 0``, a time budget;
 2. scores it on chr04, held out: masked-base bits per base beside the unigram and order-5
    Markov baselines (`cmx evaluate`), and zero-shot SNV scores (`cmx predict`) beside a
    context-count baseline, P(base | the 3 bp on each side) counted on chr01-chr03;
@@ -16,8 +17,8 @@ OUT/learning_curve.tsv, and tables printed at the end.
 
 Usage:
     python examples/learning_curve.py GENOME.fa GENES.gff3 OUT [--pretrain-minutes 15]
-        [--sizes 100 300 1000 3000 all] [--seeds 0 1 2] [--starts scratch pretrained]
-        [--steps 300] [--jobs 2]
+        [--pretrain-threads 1] [--sizes 100 300 1000 3000 all] [--seeds 0 1 2]
+        [--starts scratch pretrained] [--steps 300] [--jobs 2]
 
 GENOME.fa and GENES.gff3: U. maydis chr01-chr04 and its gene models, or any genome and
 GFF3 whose contigs are named chr01..chr04.
@@ -65,8 +66,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     pretrained = out / "pretrain"
     if not (pretrained / "metrics.json").exists():
         shutil.rmtree(pretrained, ignore_errors=True)  # an interrupted run starts again
-        cmx("pretrain", "--fasta", data / "chr01-03.fa", "--max-time", args.pretrain_minutes,
-            "--threads", args.threads, "--quiet", "--out", pretrained)
+        budget = ["--max-time", args.pretrain_minutes] if args.pretrain_minutes else []
+        cmx("pretrain", "--fasta", data / "chr01-03.fa", *budget, "--threads",
+            args.pretrain_threads, "--quiet", "--out", pretrained)
     summary = {"pretraining": pretraining_budget(pretrained),
                "masked_bases": masked_base_metrics(pretrained, data / "chr04.fa", out),
                "zero_shot": zero_shot(pretrained, vcf, args.genome, data / "chr01-03.fa", out)}
@@ -92,7 +94,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("genome", type=Path)
     parser.add_argument("gff3", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--pretrain-minutes", type=float, default=15)
+    parser.add_argument("--pretrain-minutes", type=float, default=15,
+                        help="pretraining's --max-time (0: none, cmx pretrain's own epochs)")
+    parser.add_argument("--pretrain-threads", type=int, default=1,
+                        help="CPU threads of the pretraining run")
     parser.add_argument("--sizes", nargs="+", default=["100", "300", "1000", "3000", "all"],
                         help="labelled SNVs of chr01-chr03 to fine-tune on ('all': every one)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -276,7 +276,8 @@ def training_options() -> Decorator:
         click.option("--max-steps", type=click.IntRange(min=1),
                      help="Stop after this many optimizer steps."),
         click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
-                     help="Stop after this many minutes of training; the run stays resumable."),
+                     help="Stop after this many minutes of training, with the learning rate's "
+                          "decay planned to end then; the run stays resumable."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
                      show_default=True, help="Peak learning rate of AdamW."),
         click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01,
