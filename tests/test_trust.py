@@ -808,7 +808,7 @@ def test_ctrl_c_during_predict_says_what_was_interrupted(tmp_path, classifier_ru
     rng = np.random.default_rng(0)
     fasta = tmp_path / "big.fa"
     with open(fasta, "w") as handle:
-        for number in range(12000):
+        for number in range(48000):  # long enough that the interrupt lands mid-run
             handle.write(f">r{number}\n{''.join(rng.choice(list(BASES), 300))}\n")
     out = tmp_path / "out"
     out.mkdir()
