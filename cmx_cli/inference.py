@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cmx_cli.data.batching import make_batches
+from cmx_cli.interrupts import raise_if_interrupted
 from cmx_cli.runtime import autocast
 
 #: Turns the input indices of one batch into the network's input tensors, on the CPU.
@@ -53,6 +54,7 @@ def batched_outputs(
     """
     with evaluating(model):
         for batch in make_batches(lengths, max_tokens):
+            raise_if_interrupted()
             inputs = pack_batch(batch)
             with autocast(device, precision):
                 output = model(*(tensor.to(device) for tensor in inputs))

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from cmx_cli import interrupts
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import train
@@ -145,6 +146,14 @@ def test_a_run_stopped_before_its_first_checkpoint_can_start_over(data_dir, tmp_
     assert (tmp_path / "run" / "metrics.json").exists()
     with pytest.raises(CmxError, match="not empty"):  # a run with checkpoints is kept
         train.run(_config(data_dir, tmp_path / "run", training=settings))
+
+
+def test_a_swallowed_ctrl_c_stops_training_at_its_next_step(data_dir, tmp_path, monkeypatch):
+    # Pressed, and its KeyboardInterrupt lost in some __del__: only the record of it is left.
+    monkeypatch.setattr(interrupts, "_state", {"interrupted": True})
+    with pytest.raises(TrainingInterrupted, match="before any checkpoint"):
+        train.run(_config(data_dir, tmp_path / "run"))
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_resume_needs_a_last_checkpoint(data_dir, tmp_path):

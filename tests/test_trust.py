@@ -804,8 +804,6 @@ def test_device_cuda_without_a_gpu_is_a_usage_error(tmp_path, tiny, classifier_r
     assert "cuda" in result.stderr.lower()
 
 
-@pytest.mark.xfail(strict=False, reason="known bug: in the full suite a Ctrl-C can land in "
-                   "a pyfaidx __del__ and be swallowed (exit 0); see CHANGELOG and the open note")
 def test_ctrl_c_during_predict_says_what_was_interrupted(tmp_path, classifier_run):
     rng = np.random.default_rng(0)
     fasta = tmp_path / "big.fa"

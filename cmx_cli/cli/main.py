@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import click
 
-from cmx_cli import __version__
+from cmx_cli import __version__, interrupts
 from cmx_cli.training.loop import TrainingInterrupted
 
 #: Where the command line as typed is kept, in the context's meta (shared by subcommands).
@@ -65,6 +65,7 @@ def main() -> None:
     # Under torchrun every process reports its own errors; rank 0's stay unmarked.
     rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
     rank_prefix = "" if rank == "0" else f"[rank {rank}] "
+    interrupts.install()
     try:
         cli.main(standalone_mode=False)
     except click.ClickException as error:

@@ -9,7 +9,6 @@ where there is one, the record.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import re
 import struct
@@ -242,12 +241,7 @@ def count_records(path: PathLike) -> int:
     """
     with open_fasta(path) as fasta:
         # Not len(fasta): pyfaidx defines that as the total number of bases.
-        count = len(fasta.faidx.index)
-    del fasta
-    # pyfaidx's objects lie in reference cycles: collect them now, not in the middle of later
-    # work, where a Ctrl-C landing in their __del__ is swallowed ("Exception ignored").
-    gc.collect()
-    return count
+        return len(fasta.faidx.index)
 
 
 _REWRAP_HINT = (

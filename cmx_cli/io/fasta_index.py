@@ -19,7 +19,6 @@ import atexit
 import functools
 import hashlib
 import logging
-import gc
 import os
 import shutil
 import struct
@@ -117,9 +116,6 @@ def build_index(path: Path, choice: IndexChoice, bgzf: bool) -> IndexChoice:
         fai, gzi = scratch / choice.fai.name, scratch / choice.gzi.name
         pyfaidx.Faidx(str(path), indexname=str(fai), gzi_indexname=str(gzi) if bgzf else None,
                       duplicate_action="stop", read_long_names=False).close()
-        # The closed Faidx lies in a reference cycle; collect it now, not during later work:
-        # a Ctrl-C that lands in its __del__ would be swallowed ("Exception ignored").
-        gc.collect()
         if bgzf:
             os.replace(gzi, choice.gzi)
         os.replace(fai, choice.fai)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cmx_cli.console import Reporter
+from cmx_cli.interrupts import raise_if_interrupted
 from cmx_cli.runtime import autocast
 from cmx_cli.io.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
 from cmx_cli.io.output import write_errors
@@ -286,6 +287,7 @@ def fit(
         try:
             with reporter.progress(f"epoch {epoch + 1}", len(batches)) as bar:
                 for batch in batches:
+                    raise_if_interrupted()
                     optimizer.zero_grad(set_to_none=True)
                     batch_loss = _step_loss(model, task, batch, device, precision, processes)
                     if settings.grad_clip > 0:
