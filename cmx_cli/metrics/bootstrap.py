@@ -13,7 +13,6 @@ the intervals still come from :mod:`cmx_cli.metrics.classification`.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 #: Resamples per interval.
 RESAMPLES = 1000
@@ -39,6 +38,8 @@ def stratified_resamples(labels: np.ndarray, resamples: int = RESAMPLES,
 
 def _roc_auc_rows(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC-AUC of each row (items along axis 1); ``positive`` is boolean, one count per row."""
+    from scipy.stats import rankdata  # here: importing scipy.stats takes a second
+
     ranks = rankdata(scores, axis=1)
     n_pos = positive.sum(axis=1)
     n_neg = positive.shape[1] - n_pos

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
 from cmx_cli.metrics.bootstrap import bootstrap_intervals
 
@@ -71,6 +70,10 @@ def _ranking_metrics(
     labels: np.ndarray, scores: np.ndarray, n_classes: int
 ) -> tuple[Optional[float], Optional[float]]:
     """ROC-AUC and PR-AUC, or ``(None, None)`` when fewer than two classes are present."""
+    # Here, not at the top: importing scikit-learn takes a second, which every cmx command
+    # (help and one-line errors included) would otherwise pay.
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     present = np.unique(labels)
     if present.size < 2 or not np.all(np.isfinite(scores)):
         return None, None
@@ -133,7 +136,7 @@ def classification_metrics(
         result |= bootstrap_intervals(labels, scores if n_classes == 2 else _renormalise(scores),
                                       n_classes)
     predicted = np.argmax(scores, axis=1)
-    result["accuracy"] = float(accuracy_score(labels, predicted))
+    result["accuracy"] = float(np.mean(predicted == labels))
     result["balanced_accuracy"] = _balanced_accuracy(labels, predicted)
     return result
 
