@@ -62,6 +62,13 @@ def test_renamed_options_keep_their_old_spelling_hidden(command, new, old, value
         assert context.params[parameter.name] is value, flag
 
 
+@pytest.mark.parametrize("command, rate", [("pretrain", 3e-3), ("train", 1e-3), ("finetune", 1e-3)])
+def test_pretraining_has_its_own_default_learning_rate(command, rate, tmp_path):
+    context = cli.commands[command].make_context(command, ["--out", str(tmp_path / "run")])
+    assert context.params["lr"] == rate
+    assert f"[default: {rate}" in CliRunner().invoke(cli, [command, "--help"]).output
+
+
 def test_train_and_predict_through_the_cli(data_dir, tmp_path):
     capsule = data_dir / "capsule_small"
     runner = CliRunner()

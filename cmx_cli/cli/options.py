@@ -265,8 +265,9 @@ def held_out_options(val_help: str, test_help: Optional[str] = None) -> Decorato
                         HeldOut(val_fraction, test_fraction), *options)
 
 
-def training_options() -> Decorator:
-    """The optimisation and stopping flags → ``training: TrainingSettings``."""
+def training_options(learning_rate: float = 1e-3, learning_rate_help: str = "") -> Decorator:
+    """The optimisation and stopping flags → ``training: TrainingSettings``; a command may
+    give ``--lr`` its own default, saying why in ``learning_rate_help``."""
     return option_group(
         "training",
         lambda max_time, lr, warmup, **values: TrainingSettings(
@@ -278,8 +279,9 @@ def training_options() -> Decorator:
         click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
                      help="Stop after this many minutes of training, with the learning rate's "
                           "decay planned to end then; the run stays resumable."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-                     show_default=True, help="Peak learning rate of AdamW."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=learning_rate,
+                     show_default=True,
+                     help=" ".join(("Peak learning rate of AdamW.", learning_rate_help)).strip()),
         click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01,
                      show_default=True, help="AdamW weight decay on weight matrices."),
         click.option("--warmup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
