@@ -17,7 +17,7 @@ OUT/learning_curve.tsv, and tables printed at the end.
 
 Usage:
     python examples/learning_curve.py GENOME.fa GENES.gff3 OUT [--pretrain-minutes 15]
-        [--pretrain-threads 1] [--sizes 100 300 1000 3000 all] [--seeds 0 1 2]
+        [--pretrain-threads 1] [--pretrain-lr LR] [--sizes 100 300 1000 3000 all] [--seeds 0 1 2]
         [--starts scratch pretrained] [--steps 300] [--jobs 2]
 
 GENOME.fa and GENES.gff3: U. maydis chr01-chr04 and its gene models, or any genome and
@@ -67,7 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not (pretrained / "metrics.json").exists():
         shutil.rmtree(pretrained, ignore_errors=True)  # an interrupted run starts again
         budget = ["--max-time", args.pretrain_minutes] if args.pretrain_minutes else []
-        cmx("pretrain", "--fasta", data / "chr01-03.fa", *budget, "--threads",
+        rate = ["--lr", args.pretrain_lr] if args.pretrain_lr else []
+        cmx("pretrain", "--fasta", data / "chr01-03.fa", *budget, *rate, "--threads",
             args.pretrain_threads, "--quiet", "--out", pretrained)
     summary = {"pretraining": pretraining_budget(pretrained),
                "masked_bases": masked_base_metrics(pretrained, data / "chr04.fa", out),
@@ -98,6 +99,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="pretraining's --max-time (0: none, cmx pretrain's own epochs)")
     parser.add_argument("--pretrain-threads", type=int, default=1,
                         help="CPU threads of the pretraining run")
+    parser.add_argument("--pretrain-lr", type=float,
+                        help="pretraining's --lr (default: cmx pretrain's own)")
     parser.add_argument("--sizes", nargs="+", default=["100", "300", "1000", "3000", "all"],
                         help="labelled SNVs of chr01-chr03 to fine-tune on ('all': every one)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
