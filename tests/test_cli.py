@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from cmx_cli import __version__
 from cmx_cli.cli import cli
+from cmx_cli.pipelines import pretrain
 
 
 def _run_cmx(*arguments, cwd=None):
@@ -67,6 +68,8 @@ def test_pretraining_has_its_own_default_learning_rate(command, rate, tmp_path):
     context = cli.commands[command].make_context(command, ["--out", str(tmp_path / "run")])
     assert context.params["lr"] == rate
     assert f"[default: {rate}" in CliRunner().invoke(cli, [command, "--help"]).output
+    if command == "pretrain":  # the same default without the command line
+        assert pretrain.PretrainConfig(fasta=("a.fa",), out="pre").training.learning_rate == rate
 
 
 def test_train_and_predict_through_the_cli(data_dir, tmp_path):

@@ -20,7 +20,8 @@ from cmx_cli.cli.options import (
 from cmx_cli.console import Reporter
 from cmx_cli.runtime import compile_failures_as_user_errors
 from cmx_cli.settings import (
-    EncoderStart, HeldOut, Runtime, TrainingSettings, EncoderShape, VariantInput)
+    PRETRAINING_LEARNING_RATE, EncoderStart, HeldOut, Runtime, TrainingSettings, EncoderShape,
+    VariantInput)
 from cmx_cli.tasks.masked_bases import MaskingSettings
 
 #: The flags a ``--resume`` may change; the rest come from the run's config.json.
@@ -215,8 +216,8 @@ def train(ctx: click.Context, held_out: HeldOut, shape: EncoderShape, training: 
 @click.option("--markov-order", type=click.IntRange(0, 10), default=5, show_default=True,
               help="Context length of the Markov-model baseline.")
 @max_tokens_option(16384, "Per process under torchrun.")
-@training_options(3e-3, "Higher than for training a classifier: in the README's measurements "
-                  "it learnt more per minute than 1e-3.")
+@training_options(PRETRAINING_LEARNING_RATE, "Higher than for training a classifier: in the "
+                  "README's measurements it learnt more per minute than 1e-3.")
 @run_options("checkpoints, config, baselines, metrics and log")
 @runtime_options()
 @QUIET

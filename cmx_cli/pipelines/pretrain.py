@@ -25,7 +25,7 @@ from cmx_cli.data.samplers import Sampler, make_sampler
 from cmx_cli.io.checkpoint import Checkpoint
 from cmx_cli.io.run_dir import read_config as read_run_config
 from cmx_cli.metrics.masked_bases import beyond_local_statistics
-from cmx_cli.settings import Runtime, TrainingSettings, EncoderShape
+from cmx_cli.settings import PRETRAINING_LEARNING_RATE, Runtime, TrainingSettings, EncoderShape
 from cmx_cli.tasks.masked_bases import KIND, MaskedBaseTask, MaskingSettings, evaluate_masked
 from cmx_cli.training.distributed import SINGLE, Processes
 from cmx_cli.training.job import NewModel, RunResult, run_job
@@ -54,7 +54,8 @@ class PretrainConfig:
     decoder_hidden_size: int = 64
     max_tokens: int = 16384
     markov_order: int = 5
-    training: TrainingSettings = field(default_factory=TrainingSettings)
+    training: TrainingSettings = field(
+        default_factory=lambda: TrainingSettings(learning_rate=PRETRAINING_LEARNING_RATE))
     runtime: Runtime = field(default_factory=Runtime)
 
 
