@@ -1,7 +1,91 @@
-"""Assertions and marks shared by the test modules."""
+"""Assertions, marks and the command-line runners shared by the test modules.
+
+Every test that runs cmx's command line goes through :func:`run_cli` (in this process) or
+:func:`run_cmx` (a real ``python -m cmx_cli`` process). Both fail the test when cmx reports an
+internal error, which is for bugs in cmx only, unless the test says that it provokes one on
+purpose (``internal_error=True``). ``tests/test_cli_helpers.py`` checks that no test module
+runs the command line another way.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
 import pytest
+from click.testing import CliRunner, Result
 
 from cmx_cli.errors import CmxError
+
+ROOT = Path(__file__).resolve().parents[1]
+#: What cmx prints for an error that is a bug in cmx (cmx_cli.cli.main).
+INTERNAL_ERROR = "internal error"
+
+
+def run_cli(*arguments, internal_error: bool = False, **invoke_options) -> Result:
+    """Run ``cmx ARGUMENTS`` in this process with click's ``CliRunner`` (stderr is not a
+    terminal) and return its result.
+
+    Args:
+        arguments: The command line after ``cmx``; each is passed through ``str``.
+        internal_error: The test provokes an internal error on purpose; without it, a run
+            that ends in one (an exception that ``cmx`` would report as "internal error")
+            fails the test.
+        invoke_options: Passed to ``CliRunner.invoke`` (``input``, ``env``, ...).
+    """
+    from cmx_cli.cli import cli
+    from cmx_cli.cli.main import is_internal_error
+
+    result = CliRunner().invoke(cli, [str(argument) for argument in arguments], **invoke_options)
+    internal = is_internal_error(result.exception)
+    if internal != internal_error:
+        detail = (f"{type(result.exception).__name__}: {result.exception}"
+                  if result.exception is not None else "none")
+        pytest.fail(f"cmx {' '.join(map(str, arguments))}: internal error expected "
+                    f"{internal_error}, got {detail}\n{result.output}", pytrace=False)
+    return result
+
+
+def cmx_environment(extra: Optional[dict] = None) -> dict:
+    """The environment of a cmx subprocess: this checkout's code first on the path."""
+    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **(extra or {})}
+
+
+def cmx_command(*arguments) -> list[str]:
+    """The argument vector of ``python -m cmx_cli ARGUMENTS``."""
+    return [sys.executable, "-m", "cmx_cli", *map(str, arguments)]
+
+
+def check_internal_error(arguments, stderr: str, internal_error: bool = False) -> None:
+    """Fail unless a finished cmx process's stderr says "internal error" exactly when the
+    test provokes one (``internal_error``)."""
+    said = INTERNAL_ERROR in stderr
+    if said != internal_error:
+        pytest.fail(f"cmx {' '.join(map(str, arguments))}: internal error expected "
+                    f"{internal_error}, got {said}\n{stderr}", pytrace=False)
+
+
+def run_cmx(*arguments, cwd=None, timeout: float = 300, internal_error: bool = False,
+            env: Optional[dict] = None, **run_options) -> subprocess.CompletedProcess:
+    """Run ``python -m cmx_cli ARGUMENTS`` in a new process, as a user does, and return it
+    (text output captured).
+
+    Args:
+        arguments: The command line after ``cmx``.
+        cwd: The working directory.
+        timeout: Seconds before the test fails.
+        internal_error: The test provokes an internal error on purpose; without it, a run
+            whose stderr says "internal error" fails the test.
+        env: Variables added to the environment.
+        run_options: Passed to ``subprocess.run``.
+    """
+    result = subprocess.run(cmx_command(*arguments), capture_output=True, text=True, cwd=cwd,
+                            env=cmx_environment(env), timeout=timeout, **run_options)
+    check_internal_error(arguments, result.stderr, internal_error)
+    return result
 
 
 #: Two warnings that torch itself raises while compiling (``--compile``), not cmx.

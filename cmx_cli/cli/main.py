@@ -59,6 +59,15 @@ def typed_command_line() -> str:
     return "cmx " + shlex.join(argv)
 
 
+def is_internal_error(error: Optional[BaseException]) -> bool:
+    """Whether :func:`main` would report ``error`` as an internal error: a bug in cmx, as
+    opposed to bad input, a wrong command line or an interruption, which each have their own
+    message. ``None`` (no error) and ``SystemExit`` are not."""
+    expected = (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt,
+                TrainingInterrupted, SystemExit)
+    return error is not None and not isinstance(error, expected)
+
+
 def main() -> None:
     """Entry point: run the CLI, turning errors into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]
