@@ -26,6 +26,7 @@ import pysam
 from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import contig_aliases
 from cmx_cli.io.sniff import GZIP_MAGIC, content_head, is_bgzf, raw_head
+from cmx_cli.io.vcf_index import VariantIndex, index_path, offsets_problem, read_index
 
 PathLike = Union[str, os.PathLike]
 Region = tuple[str, int, Optional[int]]
@@ -106,6 +107,8 @@ class VariantReader:
                     except StopIteration:
                         break
                     except (ValueError, OSError) as error:
+                        if self.regions:  # read through the index: is it the index's fault?
+                            self._check_index_offsets(error)
                         raise self.record_error(error) from error
                 self.records_read += 1
                 self.last_location = f"{record.chrom}:{record.pos}"
@@ -139,8 +142,10 @@ class VariantReader:
             self.path, f"record {number:,}{after}", f"cannot be read: {problem}", _RECORD_HINT)
 
     def close(self) -> None:
-        """Close the file."""
-        self._file.close()
+        """Close the file. A reader has nothing to lose on closing: htslib's complaint about
+        a file it failed to read (a stale index) must not hide the error that says why."""
+        with quiet_htslib(), contextlib.suppress(OSError, ValueError):
+            self._file.close()
 
     def __enter__(self) -> "VariantReader":
         return self
@@ -151,10 +156,61 @@ class VariantReader:
     def _fetch(self, contig: str, start0: int, end0: Optional[int]) -> Iterator[Any]:
         with quiet_htslib():
             records = self._file.fetch(contig, start0, end0)
+        fetched = 0
         for record in records:
+            fetched += 1
             if record.start >= start0:  # POS inside the region, not overlap (module docstring)
                 yield record
+        self._check_index_counts(contig, start0, end0, fetched)
         self._check_index_covered(contig, start0, end0)
+
+    def _index(self) -> tuple[Optional[Path], Optional[VariantIndex]]:
+        """The index file htslib reads, and what it says (None where cmx cannot read it)."""
+        if not hasattr(self, "_index_read"):
+            path = index_path(self.path)
+            self._index_read = (path, read_index(path) if path is not None else None)
+        return self._index_read
+
+    def _stale_index(self, problem: str) -> CmxError:
+        """The error for an index that does not describe this version of the file."""
+        return CmxError.in_record(
+            self.path, None, f"{problem}: the index is stale (built from another "
+            "version of the file), and reading through it would drop or garble records",
+            f"rebuild the index with `bcftools index -f {self.path.name}` "
+            f"(or `tabix -f -p vcf {self.path.name}`)")
+
+    def _check_index_counts(self, contig: str, start0: int, end0: Optional[int],
+                            fetched: int) -> None:
+        """Refuse an index whose counts disagree with what a region query returned: nothing
+        where the index lists records wholly inside the region, or, for a whole contig,
+        another number of records than the index counts (issue 23, case 3)."""
+        path, index = self._index()
+        reference = dict(self._file.index.items()).get(contig) if self._file.index else None
+        if index is None or reference is None or reference >= len(index.contigs):
+            return
+        region = _region_text(contig, start0, end0)
+        mapped = index.contigs[reference].mapped
+        if start0 == 0 and end0 is None and mapped is not None and mapped != fetched:
+            raise self._stale_index(
+                f"--region {region} returns {fetched:,} record(s), but {path.name} counts "
+                f"{mapped:,} on {contig}")
+        if fetched == 0 and index.has_records_within(reference, start0, end0):
+            counted = f" ({mapped:,} on the contig)" if mapped else ""
+            raise self._stale_index(
+                f"--region {region} returns no record, but {path.name} lists records "
+                f"inside it{counted}")
+
+    def _check_index_offsets(self, error: Exception) -> None:
+        """Raise the stale-index error when a read through the index failed because the
+        index points where no record starts (htslib calls that a truncated file)."""
+        path, index = self._index()
+        if index is None:
+            return
+        problem = offsets_problem(self.path, index, text=not self._file.is_bcf)
+        if problem is not None:
+            after = f" after {self.last_location}" if self.last_location else ""
+            raise self._stale_index(
+                f"reading through {path.name} failed{after}, because {problem}") from error
 
     def _check_index_covered(self, contig: str, start0: int, end0: Optional[int]) -> None:
         """Refuse a stale index: the record that follows a region's records in the file must
@@ -170,7 +226,7 @@ class VariantReader:
             return
         index = next((f"{self.path.name}{suffix}" for suffix in (".csi", ".tbi")
                       if Path(f"{self.path}{suffix}").exists()), "its index")
-        region = f"{contig}:{start0 + 1:,}-{end0:,}" if end0 is not None else contig
+        region = _region_text(contig, start0, end0)
         raise CmxError.in_record(
             self.path, f"{contig}:{following.pos}",
             f"the record lies in --region {region} but {index} does not list it: the index is "
@@ -265,6 +321,13 @@ def parse_region(text: str, contigs: Sequence[str] = ()) -> Region:
         raise CmxError(f"--region {text}: start must be at least 1 and at most end",
                        "coordinates are 1-based and inclusive, e.g. chr1:1001-2000")
     return match.group("contig"), start - 1, end
+
+
+def _region_text(contig: str, start0: int, end0: Optional[int]) -> str:
+    """A region as the user writes it (1-based, inclusive)."""
+    if end0 is not None:
+        return f"{contig}:{start0 + 1:,}-{end0:,}"
+    return contig if start0 == 0 else f"{contig}:{start0 + 1:,}-"
 
 
 def _sniff(path: Path) -> None:
