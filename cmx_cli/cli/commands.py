@@ -10,9 +10,10 @@ import click
 from cmx_cli.cli import render
 from cmx_cli.cli.main import cli, on_interrupt, typed_command_line
 from cmx_cli.cli.options import (
-    CHECKPOINTING, JSON_OUTPUT, QUIET, AliasedOption, fasta_option, group_field_option,
-    encoder_shape_options, label_regex_option, labels_option, mask_option, max_tokens_option,
-    model_option, out_option, runtime_options, seed_option, variant_input_options)
+    CHECKPOINTING, JSON_OUTPUT, QUIET, AliasedOption, FiniteFloat, fasta_option,
+    group_field_option, encoder_shape_options, label_regex_option, labels_option, mask_option,
+    max_tokens_option, model_option, out_option, runtime_options, seed_option,
+    variant_input_options)
 from cmx_cli.console import Reporter
 from cmx_cli.io.sniff import input_kind
 from cmx_cli.explain import METHODS
@@ -147,7 +148,7 @@ def evaluate(runtime: Runtime, as_json: bool, **options: Any) -> Any:
 def _length_list(ctx, param, value: str) -> tuple:
     try:
         lengths = tuple(int(float(part)) for part in value.split(",") if part.strip())
-    except ValueError:
+    except (ValueError, OverflowError):  # int(float("inf")) overflows; NaN is a ValueError
         raise click.BadParameter(f"{value!r} is not a comma-separated list of lengths") from None
     if not lengths or min(lengths) < 1:
         raise click.BadParameter("give one or more lengths of at least 1")
@@ -174,7 +175,7 @@ def _length_list(ctx, param, value: str) -> tuple:
                    "sequence and track) on the packed batch.")
 @click.option("--attention/--no-attention", default=True, show_default=True,
               help="Also time the dot-product attention baseline of the same width and depth.")
-@click.option("--attention-seconds", type=click.FloatRange(min=1), default=300, show_default=True,
+@click.option("--attention-seconds", type=FiniteFloat(min=1), default=300, show_default=True,
               help="Stop an attention case after this many seconds; longer ones are skipped.")
 @click.option("--variant-records", type=click.IntRange(min=0), default=1000, show_default=True,
               help="SNV records of the synthetic VCF that `cmx predict` scores with a "

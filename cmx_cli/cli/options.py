@@ -10,6 +10,7 @@ A renamed option keeps its old spelling as a hidden alias (:class:`AliasedOption
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -22,6 +23,24 @@ from cmx_cli.settings import (
     EncoderStart, HeldOut, Runtime, TrainingSettings, EncoderShape, VariantInput)
 
 Decorator = Callable[[Callable], Callable]
+#: The largest ``--seed``: NumPy and PyTorch both take seeds of 32 bits.
+MAX_SEED = 2**32 - 1
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option's type: a finite number within the bounds of :class:`click.FloatRange`.
+
+    Python reads ``nan``, ``inf`` and ``-inf`` as floats, and NaN passes every range check
+    (it compares false with everything), so without this a ``--lr nan`` would fail only
+    later, after the data is read (issue 23). Every float option of every command uses it.
+    """
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 class AliasedOption(click.Option):
@@ -113,7 +132,8 @@ FLIP_STRANDS = click.option(
 
 def seed_option(help: str) -> Decorator:
     """``--seed``: what it seeds depends on the command."""
-    return click.option("--seed", type=int, default=0, show_default=True, help=help)
+    return click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0,
+                        show_default=True, help=help)
 
 
 def out_option(help: str, default: Optional[Path] = None) -> Decorator:
@@ -161,7 +181,7 @@ def model_option(help: str) -> Decorator:
 
 def mask_option(default: Optional[float], help: str) -> Decorator:
     """``--mask``: the share of bases selected for masked-base prediction."""
-    return click.option("--mask", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    return click.option("--mask", type=FiniteFloat(0, 1, min_open=True, max_open=True),
                         default=default, show_default=default is not None, help=help)
 
 
@@ -214,7 +234,7 @@ def encoder_shape_options(max_len_help: Optional[str] = None) -> Decorator:
                           "(⌈log2 max-len⌉ + 1)."),
         click.option("--hidden-size", type=click.IntRange(min=1), default=128,
                      show_default=True, help="Hidden width of each encoder block's MLP."),
-        click.option("--dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+        click.option("--dropout", type=FiniteFloat(0, 0.9), default=0.1, show_default=True,
                      help="Dropout inside each encoder block's MLP."),
         click.option("--reversible", is_flag=True,
                      help="Reversible blocks: backward rebuilds each block's input from its "
@@ -246,7 +266,7 @@ def encoder_start_options() -> Decorator:
         click.option("--freeze-encoder", is_flag=True,
                      help="With --init: train only what is new (the classifier), keep the "
                           "encoder as it is."),
-        click.option("--encoder-lr-scale", type=click.FloatRange(0, 1, min_open=True),
+        click.option("--encoder-lr-scale", type=FiniteFloat(0, 1, min_open=True),
                      default=1.0, show_default=True,
                      help="With --init: the pretrained encoder learns at this share of --lr, "
                           "the new classifier at --lr itself. A lower share did worse on the "
@@ -256,10 +276,10 @@ def encoder_start_options() -> Decorator:
 def held_out_options(val_help: str, test_help: Optional[str] = None) -> Decorator:
     """``--val-fraction`` (and ``--test-fraction`` when ``test_help`` is given) →
     ``held_out: HeldOut``."""
-    options = [click.option("--val-fraction", type=click.FloatRange(0, 0.9), default=0.1,
+    options = [click.option("--val-fraction", type=FiniteFloat(0, 0.9), default=0.1,
                             show_default=True, help=val_help)]
     if test_help:
-        options.append(click.option("--test-fraction", type=click.FloatRange(0, 0.9),
+        options.append(click.option("--test-fraction", type=FiniteFloat(0, 0.9),
                                     default=0.1, show_default=True, help=test_help))
     return option_group("held_out", lambda val_fraction, test_fraction=0.0:
                         HeldOut(val_fraction, test_fraction), *options)
@@ -276,18 +296,18 @@ def training_options(learning_rate: float = 1e-3, learning_rate_help: str = "") 
                      help="Maximum number of passes over the training data."),
         click.option("--max-steps", type=click.IntRange(min=1),
                      help="Stop after this many optimizer steps."),
-        click.option("--max-time", type=click.FloatRange(min=0, min_open=True),
+        click.option("--max-time", type=FiniteFloat(min=0, min_open=True),
                      help="Stop after this many minutes of training, with the learning rate's "
                           "decay planned to end then; the run stays resumable."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=learning_rate,
+        click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=learning_rate,
                      show_default=True,
                      help=" ".join(("Peak learning rate of AdamW.", learning_rate_help)).strip()),
-        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.01,
+        click.option("--weight-decay", type=FiniteFloat(min=0), default=0.01,
                      show_default=True, help="AdamW weight decay on weight matrices."),
-        click.option("--warmup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+        click.option("--warmup", type=FiniteFloat(0, 1), default=0.05, show_default=True,
                      help="Share of the steps spent warming the learning rate up before "
                           "cosine decay."),
-        click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0,
+        click.option("--grad-clip", type=FiniteFloat(min=0), default=1.0,
                      show_default=True,
                      help="Clip the gradient norm to this value; 0 disables clipping."),
         click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,

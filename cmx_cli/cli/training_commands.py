@@ -14,7 +14,8 @@ from click.core import ParameterSource
 from cmx_cli.cli import render
 from cmx_cli.cli.main import cli
 from cmx_cli.cli.options import (
-    FLIP_STRANDS, QUIET, absolute, encoder_start_options, fasta_option, group_field_option,
+    FLIP_STRANDS, QUIET, FiniteFloat, absolute, encoder_start_options, fasta_option,
+    group_field_option,
     held_out_options, label_regex_option, labels_option, mask_option, max_tokens_option,
     run_options, runtime_options, training_options, encoder_shape_options, variant_input_options)
 from cmx_cli.console import Reporter
@@ -195,14 +196,14 @@ def train(ctx: click.Context, held_out: HeldOut, shape: EncoderShape, training: 
               help="Shortest random segment, in bp.")
 @click.option("--max-length", type=click.IntRange(min=2), default=4096, show_default=True,
               help="Longest segment or record, in bp; sizes the network.")
-@click.option("--max-n", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--max-n", type=FiniteFloat(0, 1), default=0.1, show_default=True,
               help="Skip segments with a larger share of N.")
 @FLIP_STRANDS
 @mask_option(0.3, "Probability that a base is selected for prediction.")
 @click.option("--mask-scheme", type=click.Choice(["80-10-10", "mask-only"]), default="80-10-10",
               show_default=True,
               help="Selected bases become MASK / a random base / stay (80-10-10), or all MASK.")
-@click.option("--lowercase-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--lowercase-weight", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Loss weight of soft-masked (lowercase) bases.")
 @click.option("--tokens-per-epoch", type=click.IntRange(min=1), default=1_000_000,
               show_default=True, help="Bases drawn for each epoch.")
@@ -290,7 +291,7 @@ def _contig_list(ctx, param, values) -> tuple:
 @encoder_shape_options(max_len_help="the longest window")
 @click.option("--head-hidden", type=click.IntRange(min=1), default=128, show_default=True,
               help="Hidden width of the classifier on the pooled features.")
-@click.option("--head-dropout", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+@click.option("--head-dropout", type=FiniteFloat(0, 0.9), default=0.1, show_default=True,
               help="Dropout before the classifier's last layer.")
 @max_tokens_option(32768, "Per process under torchrun; a variant takes both its windows.")
 @click.option("--flank", type=click.IntRange(0, 50), default=5, show_default=True,

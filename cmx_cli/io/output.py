@@ -19,16 +19,47 @@ from cmx_cli.errors import CmxError
 
 #: Names that make a text output BGZF-compressed.
 COMPRESSED_SUFFIXES = (".gz", ".bgz")
-#: errno values that mean there is no room left.
-_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+#: errno values that mean there is no room left on the device.
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def write_error(path: Union[str, Path], error: OSError, outcome: str = "") -> CmxError:
+    """The one message for a failed write of ``path``, for every output cmx writes.
+
+    Args:
+        path: The output, as the user named it.
+        error: What the operating system said.
+        outcome: What was done about it, e.g. "nothing was written"; added to the message.
+
+    Returns:
+        A one-line :class:`CmxError` that says what happened and what to do.
+    """
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    done = f"; {outcome}" if outcome else ""
+    if error.errno in _FULL:
+        return CmxError(f"{path}: cannot write, the device is full ({reason}){done}",
+                        "free space on it, or write to another device.")
+    if error.errno == errno.EFBIG:  # RLIMIT_FSIZE, or the file system's own largest file
+        return CmxError(f"{path}: cannot write, the file exceeds the file-size limit "
+                        f"({reason}){done}",
+                        "raise the limit (ulimit -f in the shell that runs cmx), or write to a "
+                        "file system that takes larger files.")
+    if error.errno == errno.EROFS:
+        return CmxError(f"{path}: cannot write, the file system is read-only ({reason}){done}",
+                        "write the output to another directory.")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return CmxError(f"{path}: cannot write, permission denied ({reason}){done}",
+                        "write the output to a directory you may write to.")
+    return CmxError(f"{path}: cannot write ({reason}){done}",
+                    "check that the directory is writable and the device works.")
 
 
 @contextlib.contextmanager
-def write_errors(path: Union[str, Path], *temporary: Union[str, Path]) -> Iterator[None]:
-    """Turn a failed write of ``path`` (through any of its ``temporary`` files) into a
-    one-line :class:`CmxError` that names it.
+def write_errors(path: Union[str, Path], *temporary: Union[str, Path],
+                 outcome: str = "") -> Iterator[None]:
+    """Turn a failed write of ``path`` (through any of its ``temporary`` files) into the
+    one-line :class:`CmxError` of :func:`write_error`, which names it.
 
-    A full device is said in so many words; any other operating-system error by its text.
     An error about another file (one being read, say) passes through.
     """
     try:
@@ -37,11 +68,7 @@ def write_errors(path: Union[str, Path], *temporary: Union[str, Path]) -> Iterat
         ours = {str(path), *map(str, temporary)}
         if error.errno is None or (error.filename is not None and str(error.filename) not in ours):
             raise
-        if error.errno in _FULL:
-            raise CmxError(f"{path}: cannot write, the device is full ({os.strerror(error.errno)})",
-                           "free space on it, or write to another device.") from error
-        raise CmxError(f"{path}: cannot write ({os.strerror(error.errno)})",
-                       "check that the directory is writable and the device works.") from error
+        raise write_error(path, error, outcome) from error
 
 
 @contextlib.contextmanager
@@ -69,7 +96,8 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         with write_errors(path), _opened(destination, mode, compressed) as stream:
             yield stream
         return
-    with temporary_file(destination) as temporary, write_errors(path, temporary):
+    with temporary_file(destination, name=path) as temporary, write_errors(
+            path, temporary, outcome="nothing was written"):
         with _opened(temporary, mode, compressed) as stream:
             yield stream
         sync_to_disk(temporary)
@@ -87,16 +115,29 @@ def _opened(path: Union[str, Path], mode: str, compressed: bool) -> Iterator[IO]
 
 
 @contextlib.contextmanager
-def temporary_file(destination: Path, companions: tuple[str, ...] = ()) -> Iterator[str]:
+def temporary_file(destination: Path, companions: tuple[str, ...] = (),
+                   name: Union[str, Path, None] = None) -> Iterator[str]:
     """A new temporary file in ``destination``'s directory, for an output to be renamed
     into place; when the block fails, it is removed with its ``companions`` (the same name
     plus each suffix, e.g. an index), whatever else fails.
 
+    Args:
+        destination: The output's final path.
+        companions: Suffixes of files made beside the temporary one.
+        name: How messages name the output (default: ``destination``).
+
     Yields:
         The temporary file's path, with the permissions a plain ``open()`` would give.
+
+    Raises:
+        CmxError: The temporary file cannot be made (a read-only directory, say).
     """
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    except OSError as error:
+        raise write_error(destination if name is None else name, error,
+                          "nothing was written") from error
     os.close(descriptor)
     try:
         os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files

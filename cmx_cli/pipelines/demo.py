@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
+from cmx_cli.io.output import write_error
 
 DEMO_FILES = ("klebsiella.fa", "acinetobacter.fa", "query.fa", "umaydis_demo.fa.gz",
               "codon_snvs.vcf.gz", "codon_snvs.vcf.gz.tbi")
@@ -104,9 +105,12 @@ def run(config: DemoConfig, execute: Execute, reporter: Optional[Reporter] = Non
         raise CmxError(f"{out}: already exists and is not empty",
                        "remove it or choose another directory with --out.")
     data = out / "data"
-    data.mkdir(parents=True)
-    for name in DEMO_FILES:
-        shutil.copyfile(demo_data_dir() / name, data / name)
+    try:
+        data.mkdir(parents=True)
+        for name in DEMO_FILES:
+            shutil.copyfile(demo_data_dir() / name, data / name)
+    except OSError as error:  # a read-only or full --out
+        raise write_error(out, error) from error
     reporter.step(f"Demo data copied to {data}: {', '.join(DEMO_FILES)}")
     runtime = (["--device", config.device] if config.device != "auto" else []) + (
         ["--threads", str(config.threads)] if config.threads else [])

@@ -1,0 +1,239 @@
+"""Issue 23, "every error a user can cause says what happened": command-line tests.
+
+Numeric options that are not finite numbers, read-only and full outputs, file-size limits,
+damaged runs given to `cmx report`, very long FASTA names and `evaluate --max-bases`. Each
+test runs cmx as a user does, through :func:`tests.helpers.run_cli` or
+:func:`tests.helpers.run_cmx`, which fail any call that ends in an internal error.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import click
+import numpy as np
+import pyfaidx
+import pytest
+
+from cmx_cli.cli import cli
+from tests.helpers import run_cli, run_cmx
+
+BASES = "ACGT"
+TINY_TRAIN = ["--track-size", "4", "--hidden-size", "16", "--max-len", "64", "--kmer-k", "3",
+              "--dropout", "0", "--device", "cpu"]
+TINY_PRETRAIN = ["--track-size", "4", "--hidden-size", "16", "--decoder-track-size", "4",
+                 "--decoder-hidden-size", "16", "--max-length", "64", "--min-length", "32",
+                 "--tokens-per-epoch", "2000", "--validation-tokens", "1000",
+                 "--markov-order", "2", "--dropout", "0", "--device", "cpu"]
+
+
+def _error_line(output: str) -> str:
+    """The one ``Error:`` line of a failed command (progress lines aside)."""
+    lines = [line for line in output.strip().splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, output
+    assert "internal error" not in lines[0] and "Traceback" not in output, output
+    return lines[0]
+
+
+# --- shared data and runs --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """Two classes of short sequences (GC-rich A, AT-rich B) and a query file."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(3)
+
+    def sequence(gc: float, length: int) -> str:
+        weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
+        return "".join(rng.choice(list(BASES), length, p=weights))
+
+    for name, gc in (("a", 0.65), ("b", 0.35)):
+        (root / f"{name}.fa").write_text("".join(
+            f">{name}{i}\n{sequence(gc, int(rng.integers(40, 64)))}\n" for i in range(30)))
+    (root / "q.fa").write_text("".join(f">q{i}\n{sequence(0.5, 50)}\n" for i in range(10)))
+    pyfaidx.Fasta(str(root / "q.fa")).close()  # its index, before any test limits writes
+    return root
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tiny, tmp_path_factory) -> Path:
+    """A tiny `cmx train` run, trained once for the module."""
+    out = tmp_path_factory.mktemp("classifier") / "run"
+    result = run_cli("train", "--fasta", f"{tiny / 'a.fa'}:A", "--fasta", f"{tiny / 'b.fa'}:B",
+                     "--out", out, "--epochs", "2", "--quiet", *TINY_TRAIN)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# --- NaN and infinity in numeric options ----------------------------------------------------
+
+def _float_options() -> list[tuple[str, click.Option]]:
+    """Every float option of every command, found by walking the command line itself, so
+    that an option added later is checked too."""
+    return [(name, param) for name, command in sorted(cli.commands.items())
+            for param in command.params
+            if isinstance(param, click.Option) and isinstance(param.type, click.types.FloatParamType)]
+
+
+def test_the_walk_finds_the_float_options():
+    found = {(name, param.opts[0]) for name, param in _float_options()}
+    assert {("train", "--lr"), ("pretrain", "--mask"), ("finetune", "--head-dropout"),
+            ("bench", "--attention-seconds"), ("evaluate", "--mask")} <= found
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "infinity"])
+@pytest.mark.parametrize("command,param", _float_options(),
+                         ids=lambda item: item if isinstance(item, str) else item.opts[0])
+def test_no_float_option_takes_nan_or_infinity(command, param, value, tmp_path):
+    out = tmp_path / "out"
+    arguments = [command, f"{param.opts[0]}={value}"]
+    names = {p.name for p in cli.commands[command].params}
+    if "out" in names:
+        arguments += ["--out", out]
+    if "output" in names:
+        arguments += ["--output", out]
+    result = run_cli(*arguments)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{param.opts[0]}'" in result.output, result.output
+    assert "finite" in result.output or "range" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_learning_rate_is_refused_before_the_run_directory_is_made(tiny, tmp_path):
+    result = run_cli("train", "--fasta", f"{tiny / 'a.fa'}:A", "--fasta", f"{tiny / 'b.fa'}:B",
+                     "--out", tmp_path / "run", "--lr", "nan", *TINY_TRAIN)
+    assert result.exit_code == 2, result.output
+    assert "'--lr': 'nan' is not a finite number" in result.output
+    assert not (tmp_path / "run").exists(), "split.tsv was written before the error"
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain", "finetune", "evaluate"])
+def test_a_negative_seed_is_a_usage_error(command, tmp_path):
+    result = run_cli(command, "--seed", "-5", "--out", tmp_path / "out") \
+        if command != "evaluate" else run_cli(command, "--seed", "-5")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--seed': -5 is not in the range 0<=x" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_seed_option_is_bounded():
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if param.name == "seed":
+                assert isinstance(param.type, click.IntRange), name
+                assert param.type.min == 0 and param.type.max is not None, name
+
+
+def test_bench_lengths_refuse_infinity():
+    result = run_cli("bench", "--lengths", "1000,inf")
+    assert result.exit_code == 2, result.output
+    assert "is not a comma-separated list of lengths" in result.output
+
+
+# --- outputs that cannot be written: one message for every output --------------------------
+
+@contextlib.contextmanager
+def _mounted(directory: Path, options: str):
+    """A tmpfs at ``directory`` (needs root; the test is skipped where mounting fails).
+
+    Root writes through permission bits, so a read-only directory is made by mounting a
+    read-only file system, and a full one by mounting a small one."""
+    directory.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """An empty read-only directory."""
+    with _mounted(tmp_path / "read-only", "ro,size=1m") as directory:
+        yield directory
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB file system."""
+    with _mounted(tmp_path / "disk", "size=1m") as directory:
+        yield directory
+
+
+def _fill(directory: Path, leave: int = 0) -> None:
+    """Fill the file system of ``directory`` until a write fails, then free ``leave`` bytes."""
+    descriptor = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for block in (65536, 512):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(descriptor, b"\0" * block)
+    finally:
+        if leave:
+            os.ftruncate(descriptor, max(0, os.fstat(descriptor).st_size - leave))
+        os.close(descriptor)
+
+
+def _command(name: str, tiny: Path, run: Path, output: Path) -> list:
+    return {"predict": ["predict", tiny / "q.fa", "--model", run, "-o", output],
+            "explain": ["explain", tiny / "q.fa", "--model", run, "--region", "q0:1-20",
+                        "-o", output, "--plot"],
+            "report": ["report", run, "-o", output]}[name]
+
+
+@pytest.mark.parametrize("name,output", [("predict", "p.tsv"), ("explain", "e.tsv"),
+                                         ("report", "report.html"), ("report", "report.png")])
+def test_a_read_only_output_directory_is_said_in_one_line(name, output, tiny, classifier_run,
+                                                          read_only):
+    result = run_cli(*_command(name, tiny, classifier_run, read_only / output))
+    assert result.exit_code == 1, result.output
+    line = _error_line(result.output)
+    assert str(read_only) in line and "the file system is read-only" in line, line
+    assert "nothing was written" in line and "Hint: write the output to another" in line, line
+
+
+def test_demo_into_a_read_only_directory_is_said_in_one_line(read_only):
+    result = run_cli("demo", "--out", read_only / "demo", "--device", "cpu")
+    assert result.exit_code == 1, result.output
+    assert "the file system is read-only" in _error_line(result.output)
+
+
+def _file_size_limit(limit: int):
+    """A ``preexec_fn`` that limits the size of any file the process writes (ulimit -f)."""
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_files
+
+
+@pytest.mark.parametrize("name,output", [("predict", "p.tsv"), ("report", "report.html")])
+def test_a_file_size_limit_is_not_a_full_device(name, output, tiny, classifier_run, tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    limit = 100 if name == "predict" else 4096  # the report's TSVs fit, its page does not
+    result = run_cmx(*_command(name, tiny, classifier_run, target / output), cwd=tmp_path,
+                     env={"PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=_file_size_limit(limit))
+    assert result.returncode == 1, result.stderr
+    line = _error_line(result.stderr)
+    assert "device is full" not in line, line
+    assert "exceeds the file-size limit (File too large)" in line and "ulimit -f" in line, line
+    assert list(target.iterdir()) == [], "a file of the output was left behind"
+
+
+def test_report_on_a_full_disk_writes_none_of_its_files(classifier_run, small_disk):
+    _fill(small_disk, leave=100_000)  # room for the TSVs, not for the page
+    result = run_cli("report", classifier_run, "-o", small_disk / "report.html")
+    assert result.exit_code == 1, result.output
+    line = _error_line(result.output)
+    assert "the device is full" in line and "none of the report's 5 files was written" in line
+    assert sorted(path.name for path in small_disk.iterdir()) == ["filler"]
