@@ -237,3 +237,58 @@ def test_report_on_a_full_disk_writes_none_of_its_files(classifier_run, small_di
     line = _error_line(result.output)
     assert "the device is full" in line and "none of the report's 5 files was written" in line
     assert sorted(path.name for path in small_disk.iterdir()) == ["filler"]
+
+
+# --- cmx report on damaged runs --------------------------------------------------------------
+
+@pytest.fixture
+def damaged(classifier_run, tmp_path) -> Path:
+    """A copy of the classifier run, to damage."""
+    run = tmp_path / "run"
+    shutil.copytree(classifier_run, run)
+    return run
+
+
+@pytest.mark.parametrize("cut,warning", [
+    ("in-a-row", "line 3 has 5 of 12 columns (cut short or edited); the training curves "
+                 "leave out 1 damaged line(s)"),
+    ("in-the-header", "holds no epoch (cut short?); the report has no training curves"),
+    ("binary", "cannot be read (it is not a text table); the report has no training curves")])
+def test_report_warns_about_a_damaged_log(cut, warning, damaged, tmp_path):
+    log = damaged / "log.tsv"
+    text = log.read_bytes()
+    lines = text.splitlines(keepends=True)
+    log.write_bytes({"in-a-row": b"".join(lines[:2]) + lines[2][:20],
+                     "in-the-header": lines[0][:30],
+                     "binary": b"\x1f\x8b\x08\x04\x00\xff" * 20}[cut])
+    result = run_cli("report", damaged, "-o", tmp_path / "report.html")
+    assert result.exit_code == 0, result.output
+    assert f"Warning: {log}: {warning}" in result.output, result.output
+    rows = (tmp_path / "report.training.tsv")
+    if cut == "in-a-row":  # the first epoch is still drawn
+        assert [line.split("\t")[1] for line in rows.read_text().splitlines()[1:]] == ["1"] * 4
+    else:
+        assert not rows.exists()
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("nan", "line 3 (NAME) holds a probability that is not a number from 0 to 1 (nan)"),
+    ("two", "line 3 (NAME) holds a probability that is not a number from 0 to 1 (2.0)"),
+    ("binary", "not a held-out predictions table (bytes that are not UTF-8)"),
+    ("nul", "line 2 () does not fit the header: 1 columns")])
+def test_report_names_a_damaged_predictions_table(damage, message, damaged, tmp_path):
+    table = damaged / "test_predictions.tsv"
+    lines = table.read_text().splitlines(keepends=True)
+    fields = lines[2].split("\t")
+    if damage in ("nan", "two"):
+        fields[5] = {"nan": "nan", "two": "2"}[damage]
+        lines[2] = "\t".join(fields)
+        table.write_text("".join(lines))
+    else:
+        table.write_bytes({"binary": b"\x1f\x8b\x08\x04\xff\xfe" * 50,
+                           "nul": lines[0].encode() + b"test\0\0\0\n"}[damage])
+    result = run_cli("report", damaged, "-o", tmp_path / "report.html")
+    assert result.exit_code == 1, result.output
+    line = _error_line(result.output)
+    assert f"{table}: {message.replace('NAME', fields[1])}" in line, line
+    assert not list(tmp_path.glob("report*"))

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
 
 from cmx_cli.errors import CmxError
 from cmx_cli.io.predictions import PREDICTIONS_NAME, HeldOutPredictions, read_predictions
 from cmx_cli.io.run_dir import LOG_NAME, METRICS_NAME
 
+LOG = logging.getLogger("cmx_cli")
+#: Columns every log.tsv row must have, as numbers, for the training curves.
+_LOG_KEYS = ("epoch", "step")
 #: metrics.json key of each kind's baseline.
 BASELINE_KEYS = {"train": "kmer_baseline", "finetune": "flank_baseline", "pretrain": "markov"}
 
@@ -55,10 +61,68 @@ def _number(value: str):
 
 
 def read_log(path: Path) -> list[dict]:
-    """log.tsv as one dict per epoch (numbers as floats, empty cells as None)."""
-    with open(path, newline="", encoding="utf-8") as stream:
-        return [{key: _number(value) for key, value in row.items()}
-                for row in csv.DictReader(stream, delimiter="\t")]
+    """log.tsv as one dict per epoch (numbers as floats, empty cells as None).
+
+    A damaged log (cut short by a full disk or a killed process, or overwritten) does not
+    stop a report: its damaged lines are left out of the training curves, with a warning on
+    the ``cmx_cli`` logger that names the file and the first such line.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            lines = list(csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        reason = error.strerror if isinstance(error, OSError) else "it is not a text table"
+        LOG.warning(f"{path}: cannot be read ({reason}); the report has no training curves "
+                    "of this run")
+        return []
+    header = lines[0] if lines else []
+    if not all(key in header for key in _LOG_KEYS):
+        LOG.warning(f"{path}: line 1 is not the header of a run's log "
+                    f"({' '.join(header[:4]) or 'the file is empty'}); the report has no "
+                    "training curves of this run")
+        return []
+    rows, damaged = [], []
+    for number, fields in enumerate(lines[1:], start=2):
+        if not fields:
+            continue
+        row = {key: _number(value) for key, value in zip(header, fields)}
+        if len(fields) != len(header):
+            damaged.append(f"line {number} has {len(fields)} of {len(header)} columns")
+        elif any(type(row[key]) is not float for key in _LOG_KEYS):
+            damaged.append(f"line {number} has no epoch or step number")
+        else:
+            rows.append(row)
+    if damaged:
+        LOG.warning(f"{path}: {damaged[0]} (cut short or edited); the training curves leave "
+                    f"out {len(damaged)} damaged line(s)")
+    elif not rows:
+        LOG.warning(f"{path}: holds no epoch (cut short?); the report has no training curves "
+                    "of this run")
+    return rows
+
+
+def read_held_out(path: Path) -> HeldOutPredictions:
+    """A run's test_predictions.tsv, its probabilities checked.
+
+    Raises:
+        CmxError: The file is not a UTF-8 text table, does not fit its header, or holds a
+            probability that is not a number from 0 to 1 (naming the line).
+    """
+    try:
+        predictions = read_predictions(path)
+    except (UnicodeDecodeError, csv.Error) as error:
+        reason = f"{error}" if isinstance(error, csv.Error) else "bytes that are not UTF-8"
+        raise CmxError(f"{path}: not a held-out predictions table ({reason})",
+                       "the file was damaged or replaced after the run wrote it; rerun the "
+                       "run.") from None
+    values = np.hstack([predictions.cmx, predictions.baseline])
+    valid = np.isfinite(values) & (values >= 0) & (values <= 1)
+    if not valid.all():
+        row, column = (int(index[0]) for index in np.nonzero(~valid))
+        raise CmxError(f"{path}: line {row + 2} ({predictions.names[row]}) holds a probability "
+                       f"that is not a number from 0 to 1 ({values[row, column]})",
+                       "the file was changed after the run wrote it; rerun the run.")
+    return predictions
 
 
 def read_run(path: Path) -> ReportedRun:
@@ -92,5 +156,5 @@ def read_run(path: Path) -> ReportedRun:
             raise CmxError(f"{path}: no {PREDICTIONS_NAME}",
                            "earlier versions of cmx did not keep held-out predictions; rerun the "
                            "run with this version to report it.")
-        predictions = read_predictions(path / PREDICTIONS_NAME)
+        predictions = read_held_out(path / PREDICTIONS_NAME)
     return ReportedRun(str(path), kind, metrics, log, predictions)
