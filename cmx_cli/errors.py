@@ -11,6 +11,16 @@ from typing import Optional, Union
 
 import click
 
+#: The longest record name a message prints whole; longer ones are cut (issue 23: a 2 MB
+#: FASTA header line made a 2 MB message).
+NAME_LIMIT = 60
+
+
+def shortened(name: str, limit: int = NAME_LIMIT) -> str:
+    """A record name as messages print it: its first ``limit`` characters and "…" when it
+    is longer."""
+    return name if len(name) <= limit else f"{name[:limit]}… ({len(name):,} characters)"
+
 
 class CmxError(click.ClickException):
     """A user error: bad data, a missing file, a checkpoint that does not fit.
@@ -50,7 +60,7 @@ class CmxError(click.ClickException):
         Returns:
             The error, ready to raise.
         """
-        where = f"{path}" if record is None else f"{path}, record '{record}'"
+        where = f"{path}" if record is None else f"{path}, record '{shortened(record)}'"
         return cls(f"{where}: {problem}", hint)
 
 

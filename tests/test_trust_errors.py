@@ -292,3 +292,53 @@ def test_report_names_a_damaged_predictions_table(damage, message, damaged, tmp_
     line = _error_line(result.output)
     assert f"{table}: {message.replace('NAME', fields[1])}" in line, line
     assert not list(tmp_path.glob("report*"))
+
+
+# --- smaller ones ----------------------------------------------------------------------------
+
+LONG_NAME = "x" * 2_000_000
+
+
+def test_a_fresh_index_of_a_two_megabyte_header_line_is_used(classifier_run, tmp_path):
+    fasta = tmp_path / "long.fa"
+    fasta.write_text(f">{LONG_NAME} description\n{'ACGT' * 12}\n>short\n{'ACGTTG' * 8}\n")
+    result = run_cli("predict", fasta, "--model", classifier_run, "-o", tmp_path / "p.tsv")
+    assert result.exit_code == 0, result.output[:2000]
+    assert "does not describe" not in result.output, result.output[:2000]
+    assert LONG_NAME not in result.output and len(result.output) < 2000, result.output[:2000]
+    assert (tmp_path / "long.fa.fai").read_text().startswith(LONG_NAME + "\t48\t")
+    rows = (tmp_path / "p.tsv").read_text().splitlines()
+    assert [row.split("\t")[0] for row in rows[1:]] == [LONG_NAME, "short"]
+
+
+def test_a_message_shortens_a_very_long_record_name(classifier_run, tmp_path):
+    fasta = tmp_path / "bad.fa"
+    fasta.write_text(f">{LONG_NAME}\nACGTEFIL\n")
+    result = run_cli("predict", fasta, "--model", classifier_run, "-o", tmp_path / "p.tsv")
+    assert result.exit_code == 1
+    line = _error_line(result.output)
+    assert f"record '{'x' * 60}… (2,000,000 characters)': invalid letter 'E'" in line, line[:300]
+    assert len(line) < 400, line[:300]
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tiny, tmp_path_factory) -> Path:
+    """A tiny `cmx pretrain` run on the two classes' sequences (records of 40-63 bp)."""
+    root = tmp_path_factory.mktemp("pretrain")
+    genome = root / "genes.fa"
+    genome.write_text((tiny / "a.fa").read_text() + (tiny / "b.fa").read_text())
+    result = run_cli("pretrain", "--fasta", genome, "--out", root / "pre", "--epochs", "1",
+                     "--quiet", *TINY_PRETRAIN)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.mark.parametrize("bases", [1, 7, 100])
+def test_evaluate_scores_at_most_the_bases_asked_for(bases, pretrain_run):
+    result = run_cli("evaluate", "--model", pretrain_run / "pre", "--fasta",
+                     pretrain_run / "genes.fa", "--max-bases", bases, "--mask", "0.99", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    scored = sum(metrics["model"]["by_corruption"][kind]["n"]
+                 for kind in ("mask", "random", "kept"))
+    assert 0 < scored <= bases, metrics["model"]

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+from cmx_cli.errors import shortened
 from cmx_cli.io.output import atomic_output
 from cmx_cli.io.sniff import BYTE_ORDER_MARK
 
@@ -177,7 +178,7 @@ def index_problem(path: Path, fai: Path, gzi: Optional[Path] = None) -> Optional
             for entry in entries:
                 problem = _entry_problem(raw, entry, previous_end)
                 if problem:
-                    return f"record '{entry.name}': {problem}"
+                    return f"record '{shortened(entry.name)}': {problem}"
                 previous_end = _record_end(entry)
             tail = raw.read(previous_end, min(raw.size - previous_end, _HEADER_WINDOW))
             if raw.size - previous_end > _HEADER_WINDOW or tail.strip():
@@ -213,6 +214,12 @@ def _entry_problem(raw: "_RawFasta", entry: _Entry, previous_end: int) -> Option
         return "the index places it outside the file, or out of order"
     start = max(previous_end, entry.offset - _HEADER_WINDOW)
     before = raw.read(start, entry.offset - start)
+    # A header line longer than the window (a 2 MB description, issue 23): read back to its
+    # start, a window more each time.
+    while start > previous_end and b"\n" not in before.rstrip(b"\r\n"):
+        extended = max(previous_end, start - max(len(before), _HEADER_WINDOW))
+        before = raw.read(extended, start - extended) + before
+        start = extended
     header = before.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].removeprefix(BYTE_ORDER_MARK)
     words = header[1:].split()
     if not before.endswith(b"\n") or not header.startswith(b">") or not words \
