@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from rich.console import Console
 
-from cmx_cli.cli import cli
 from cmx_cli.pipelines import bench
 from cmx_cli.cli.render import bench_tables
 from cmx_cli.pipelines.bench import _run_case, _timed, _timed_together, packed_lengths, step_flops
@@ -17,6 +15,7 @@ from cmx_cli.pipelines.bench_variants import variant_case, write_inputs
 from cmx_cli.runtime import native_precisions
 from cmx_cli.settings import EncoderShape, Runtime
 from models import ChordMixerConfig
+from tests.helpers import run_cli
 
 
 @pytest.mark.parametrize("total, mean", [(16384, 1000), (300, 100), (40, 1000)])
@@ -40,10 +39,10 @@ def test_step_flops_count_each_sequences_own_blocks():
 
 
 def test_a_tiny_benchmark_reports_every_case(tmp_path):
-    result = CliRunner().invoke(cli, [
+    result = run_cli(
         "bench", "--lengths", "64", "--packed-tokens", "256", "--mean-length", "50",
         "--repeats", "1", "--track-size", "4", "--hidden-size", "16", "--variant-records", "30",
-        "--window", "64", "--json"])
+        "--window", "64", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     # fp32, and bf16 beside it where this CPU computes bf16 natively.
@@ -116,7 +115,7 @@ def test_compared_runs_take_turns():
 
 
 def test_bad_lengths_are_a_usage_error():
-    result = CliRunner().invoke(cli, ["bench", "--lengths", "10,abc"])
+    result = run_cli("bench", "--lengths", "10,abc")
     assert result.exit_code == 2 and "lengths" in result.output
 
 

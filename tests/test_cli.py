@@ -1,22 +1,14 @@
 """The `cmx` command as users run it: help, exit codes, one-line errors, no tracebacks."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pysam
 import pytest
-from click.testing import CliRunner
 
 from cmx_cli import __version__
 from cmx_cli.cli import cli
 from cmx_cli.pipelines import pretrain
-
-
-def _run_cmx(*arguments, cwd=None):
-    """Run `python -m cmx_cli` in a subprocess, through the real entry point."""
-    return subprocess.run([sys.executable, "-m", "cmx_cli", *map(str, arguments)],
-                          capture_output=True, text=True, cwd=cwd, timeout=1200)
+from tests.helpers import run_cli, run_cmx
 
 
 def test_every_folder_of_the_code_is_an_installed_package():
@@ -31,7 +23,7 @@ def test_every_folder_of_the_code_is_an_installed_package():
 
 
 def test_version():
-    result = CliRunner().invoke(cli, ["--version"])
+    result = run_cli("--version")
     assert result.exit_code == 0
     assert __version__ in result.output
 
@@ -39,7 +31,7 @@ def test_version():
 @pytest.mark.parametrize("command", ["train", "pretrain", "finetune", "evaluate", "predict", "demo",
                                      "report", "explain"])
 def test_help_ends_with_an_example(command):
-    result = CliRunner().invoke(cli, [command, "--help"])
+    result = run_cli(command, "--help")
     assert result.exit_code == 0
     assert "Example: cmx " in result.output
 
@@ -51,7 +43,7 @@ def test_help_ends_with_an_example(command):
     ("bench", "--no-roll-reference", "--no-reference", False),
 ])
 def test_renamed_options_keep_their_old_spelling_hidden(command, new, old, value, tmp_path):
-    shown = CliRunner().invoke(cli, [command, "--help"]).output
+    shown = run_cli(command, "--help").output
     assert new in shown and f"{old} " not in shown and f"{old}," not in shown
     parameter = next(p for p in cli.commands[command].params if new in p.opts + p.secondary_opts)
     fasta = tmp_path / "a.fa"
@@ -67,55 +59,54 @@ def test_renamed_options_keep_their_old_spelling_hidden(command, new, old, value
 def test_pretraining_has_its_own_default_learning_rate(command, rate, tmp_path):
     context = cli.commands[command].make_context(command, ["--out", str(tmp_path / "run")])
     assert context.params["lr"] == rate
-    assert f"[default: {rate}" in CliRunner().invoke(cli, [command, "--help"]).output
+    assert f"[default: {rate}" in run_cli(command, "--help").output
     if command == "pretrain":  # the same default without the command line
         assert pretrain.PretrainConfig(fasta=("a.fa",), out="pre").training.learning_rate == rate
 
 
 def test_train_and_predict_through_the_cli(data_dir, tmp_path):
     capsule = data_dir / "capsule_small"
-    runner = CliRunner()
-    trained = runner.invoke(cli, [
+    trained = run_cli(
         "train", "--fasta", f"{capsule / 'klebsiella.fa'}:Klebsiella",
         "--fasta", f"{capsule / 'acinetobacter.fa'}:Acinetobacter", "--out", str(tmp_path / "run"),
         "--track-size", "4", "--hidden-size", "16", "--epochs", "1", "--kmer-k", "3",
-        "--device", "cpu"])
+        "--device", "cpu")
     assert trained.exit_code == 0, trained.output
     assert trained.stdout == ""  # stdout is for data; train writes none
     assert "cmx train: test ROC-AUC" in trained.stderr
-    predicted = runner.invoke(cli, ["predict", str(capsule / "query.fa"), "--model",
-                                    str(tmp_path / "run"), "--device", "cpu"])
+    predicted = run_cli("predict", str(capsule / "query.fa"), "--model",
+                        str(tmp_path / "run"), "--device", "cpu")
     assert predicted.exit_code == 0, predicted.output
     lines = predicted.stdout.splitlines()
     assert lines[0].split("\t") == ["name", "length", "predicted", "p_Acinetobacter", "p_Klebsiella"]
     assert len(lines) == 21
     assert "cmx predict: 20 sequences" in predicted.stderr
 
-    resumed = runner.invoke(cli, ["train", "--resume", "--out", str(tmp_path / "run"),
-                                  "--epochs", "3", "--compile", "--checkpointing"])
+    resumed = run_cli("train", "--resume", "--out", str(tmp_path / "run"),
+                      "--epochs", "3", "--compile", "--checkpointing")
     assert resumed.exit_code == 2
     assert "drop --epochs (only" in " ".join(resumed.stderr.split())  # the others may change
 
 
 def test_reversible_attention_is_a_usage_error(data_dir, tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
-                                      "--arch", "transformer", "--reversible",
-                                      "--out", str(tmp_path / "run")])
+    result = run_cli("train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
+                     "--arch", "transformer", "--reversible",
+                     "--out", str(tmp_path / "run"))
     assert result.exit_code == 2
     assert "--reversible is a ChordMixer option" in result.stderr
 
 
 def test_held_out_shares_must_leave_training_data(data_dir, tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
-                                      "--val-fraction", "0.6", "--test-fraction", "0.6",
-                                      "--out", str(tmp_path / "run")])
+    result = run_cli("train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
+                     "--val-fraction", "0.6", "--test-fraction", "0.6",
+                     "--out", str(tmp_path / "run"))
     assert result.exit_code == 2
     assert "must be below 1" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
 def test_train_without_fasta_is_a_usage_error(tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "run")])
+    result = run_cli("train", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2
     assert "--fasta" in result.stderr
 
@@ -132,14 +123,14 @@ def _assert_one_line_error(result, *fragments):
 
 
 def test_protein_fasta_is_a_one_line_error(data_dir, tmp_path):
-    result = _run_cmx("train", "--fasta", data_dir / "fasta_protein.fa", "--fasta",
-                      data_dir / "capsule_small" / "klebsiella.fa", "--out", tmp_path / "run")
+    result = run_cmx("train", "--fasta", data_dir / "fasta_protein.fa", "--fasta",
+                     data_dir / "capsule_small" / "klebsiella.fa", "--out", tmp_path / "run")
     _assert_one_line_error(result, "fasta_protein.fa", "record")
 
 
 def test_vcf_needs_a_reference(data_dir, tmp_path):
-    result = CliRunner().invoke(cli, ["predict", str(data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf"),
-                                      "--model", str(data_dir / "capsule_small" / "query.fa")])
+    result = run_cli("predict", str(data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf"),
+                     "--model", str(data_dir / "capsule_small" / "query.fa"))
     assert result.exit_code == 2
     assert "--reference" in result.stderr
 
@@ -147,8 +138,8 @@ def test_vcf_needs_a_reference(data_dir, tmp_path):
 def test_vcf_with_a_foreign_model_is_a_one_line_error(data_dir, tmp_path):
     model = tmp_path / "model.pt"
     model.write_text("x")
-    result = _run_cmx("predict", data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf", "--reference",
-                      data_dir / "vcf" / "DWV_NC_004830.2.fa", "--model", model, "-o", tmp_path / "out.vcf")
+    result = run_cmx("predict", data_dir / "vcf" / "DWV_3genomes_vs_NC_004830.vcf", "--reference",
+                     data_dir / "vcf" / "DWV_NC_004830.2.fa", "--model", model, "-o", tmp_path / "out.vcf")
     _assert_one_line_error(result, "model.pt", "not a cmx checkpoint")
     assert not (tmp_path / "out.vcf").exists()
 
@@ -156,7 +147,7 @@ def test_vcf_with_a_foreign_model_is_a_one_line_error(data_dir, tmp_path):
 def test_foreign_model_file_is_a_one_line_error(data_dir, tmp_path):
     model = tmp_path / "model.pt"
     model.write_bytes(b"\x00\x01 not a checkpoint")
-    result = _run_cmx("predict", data_dir / "capsule_small" / "query.fa", "--model", model)
+    result = run_cmx("predict", data_dir / "capsule_small" / "query.fa", "--model", model)
     _assert_one_line_error(result, "model.pt", "not a cmx checkpoint")
 
 
@@ -165,7 +156,7 @@ def test_debug_shows_the_traceback(tmp_path):
     model.write_text("x")
     fasta = tmp_path / "x.fa"
     fasta.write_text(">a\nACGT\n")
-    result = _run_cmx("--debug", "predict", fasta, "--model", model)
+    result = run_cmx("--debug", "predict", fasta, "--model", model)
     assert result.returncode == 1
     assert "Traceback" in result.stderr
 
@@ -173,7 +164,7 @@ def test_debug_shows_the_traceback(tmp_path):
 @pytest.mark.slow
 def test_demo_runs_from_any_directory(tmp_path):
     # The Quick start's first command: the data ship inside the package.
-    result = _run_cmx("demo", "--out", tmp_path / "demo", cwd=tmp_path)
+    result = run_cmx("demo", "--out", tmp_path / "demo", cwd=tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr
     demo = tmp_path / "demo"
     for line in ("cmx pretrain: validation", "cmx train: test ROC-AUC", "cmx predict: 80 sequences",

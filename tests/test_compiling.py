@@ -6,14 +6,12 @@ it (later ones reuse the compiled code).
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cmx_cli.cli import cli
 from cmx_cli.pipelines import train
 from cmx_cli.settings import TrainingSettings
 from models import (
     ChordMixerConfig, ClassifierConfig, SequenceClassifier, TransformerConfig, set_compiled)
-from tests.helpers import COMPILER_WARNINGS
+from tests.helpers import COMPILER_WARNINGS, run_cli
 from tests.test_predict_fasta import trained_run  # noqa: F401 - a fixture
 from tests.test_train_pipeline import _config, _weights
 
@@ -168,19 +166,19 @@ def _check_compile_error(result):
 
 def test_a_compiler_that_fails_is_a_one_line_error(data_dir, tmp_path, broken_compiler):
     capsule = data_dir / "capsule_small"
-    result = CliRunner().invoke(cli, [
+    result = run_cli(
         "train", "--fasta", f"{capsule / 'klebsiella.fa'}:Klebsiella",
         "--fasta", f"{capsule / 'acinetobacter.fa'}:Acinetobacter", "--out", str(tmp_path / "run"),
         "--track-size", "4", "--hidden-size", "16", "--epochs", "1", "--device", "cpu",
-        "--compile", "--quiet"])
+        "--compile", "--quiet")
     _check_compile_error(result)
 
 
 def test_predict_with_a_failing_compiler_writes_nothing(trained_run, data_dir, tmp_path,
                                                         broken_compiler):
     output = tmp_path / "predictions.tsv"
-    result = CliRunner().invoke(cli, [
+    result = run_cli(
         "predict", str(data_dir / "capsule_small" / "query.fa"), "--model", str(trained_run),
-        "-o", str(output), "--device", "cpu", "--compile", "--quiet"])
+        "-o", str(output), "--device", "cpu", "--compile", "--quiet")
     _check_compile_error(result)
     assert not output.exists()

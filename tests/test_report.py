@@ -7,11 +7,9 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cmx_cli.cli import cli
 from cmx_cli.errors import CmxError
 from cmx_cli.io.predictions import HeldOutPredictions, read_predictions
 from cmx_cli.metrics.bootstrap import (
@@ -20,7 +18,7 @@ from cmx_cli.metrics.classification import binary_metrics, classification_metric
 from cmx_cli.pipelines import finetune, pretrain, train
 from cmx_cli.settings import TrainingSettings
 from tests.conftest import DATA
-from tests.helpers import check_user_error
+from tests.helpers import check_user_error, run_cli
 from tests.test_finetune_pipeline import _config as finetune_config
 from tests.test_finetune_pipeline import _write_genome, _write_vcf
 from tests.test_pretrain_pipeline import _pretrain_config
@@ -143,9 +141,9 @@ def _tsv(path):
 
 def test_report_html_embeds_figures_whose_data_match_the_runs(runs, tmp_path):
     output = tmp_path / "report.html"
-    result = CliRunner().invoke(cli, ["report", str(runs / "train"), str(runs / "train2"),
-                                      str(runs / "finetune"), str(runs / "pretrain"),
-                                      "-o", str(output)])
+    result = run_cli("report", str(runs / "train"), str(runs / "train2"),
+                     str(runs / "finetune"), str(runs / "pretrain"),
+                     "-o", str(output))
     assert result.exit_code == 0, result.output
     page = output.read_text()
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
@@ -212,8 +210,8 @@ def test_report_html_embeds_figures_whose_data_match_the_runs(runs, tmp_path):
 
 
 def test_report_as_pngs(runs, tmp_path):
-    result = CliRunner().invoke(cli, ["report", str(runs / "train"), "-o",
-                                      str(tmp_path / "fig.png")])
+    result = run_cli("report", str(runs / "train"), "-o",
+                     str(tmp_path / "fig.png"))
     assert result.exit_code == 0, result.output
     for name in ("training", "roc", "pr", "length"):
         with Image.open(tmp_path / f"fig.{name}.png") as image:
@@ -226,13 +224,13 @@ def test_report_errors_are_one_line(runs, tmp_path):
              ([str(runs / "train"), "-o", str(tmp_path / "r.pdf")], ".html"),
              ([str(runs / "train"), "-o", str(runs / "train" / "metrics.json")], ".html")]
     for arguments, expected in cases:
-        result = CliRunner().invoke(cli, ["report", *arguments])
+        result = run_cli("report", *arguments)
         assert result.exit_code == 1, result.output
         assert expected in result.output and "Hint:" in result.output
         assert "Traceback" not in result.output
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "metrics.json").write_text("{")
-    result = CliRunner().invoke(cli, ["report", str(tmp_path / "broken"), "-o",
-                                      str(tmp_path / "r.html")])
+    result = run_cli("report", str(tmp_path / "broken"), "-o",
+                     str(tmp_path / "r.html"))
     assert result.exit_code == 1 and "not readable JSON" in result.output
     assert not (tmp_path / "r.html").exists()

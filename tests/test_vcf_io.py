@@ -13,10 +13,8 @@ from typing import Optional
 import numpy as np
 import pysam
 import pytest
-from click.testing import CliRunner
 from rich.console import Console
 
-from cmx_cli.cli import cli
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.io.reference import ReferenceGenome
@@ -25,7 +23,7 @@ from cmx_cli.variants.alleles import classify_record, is_snv
 from cmx_cli.variants.preflight import preflight
 from cmx_cli.variants.scoring import ScoreOutput, ScoreSummary, score_variants
 from cmx_cli.variants.windows import make_windows
-from tests.helpers import check_user_error
+from tests.helpers import check_user_error, run_cli
 
 DATA = Path(__file__).parent / "data" / "vcf"
 DWV_FASTA = DATA / "DWV_NC_004830.2.fa"
@@ -656,8 +654,8 @@ def test_output_must_not_replace_input(tmp_path):
     vcf = tmp_path / "in.vcf"
     shutil.copy(DWV_VCF, vcf)
     before = vcf.read_bytes()
-    result = CliRunner().invoke(cli, ["predict", str(vcf), "--reference", str(DWV_FASTA),
-                                      "--model", str(tmp_path), "-o", str(vcf)])
+    result = run_cli("predict", str(vcf), "--reference", str(DWV_FASTA),
+                     "--model", str(tmp_path), "-o", str(vcf))
     assert result.exit_code == 1 and "replace the input" in result.output, result.output
     assert vcf.read_bytes() == before
 
