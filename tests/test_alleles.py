@@ -173,6 +173,17 @@ def _semantic(line: str) -> tuple:
     return tuple(fields[:9]) + tuple(samples)
 
 
+def _cmx_split(line: str) -> str:
+    """A line of `bcftools norm -m-` as cmx splits it: an allele that is not symbolic keeps
+    no END, SVTYPE or SVLEN of a structural allele beside it (issue 23, case 10)."""
+    fields = line.split("\t")
+    if not fields[4].startswith("<"):
+        kept = [item for item in fields[7].split(";")
+                if item.split("=")[0] not in ("END", "SVTYPE", "SVLEN")]
+        fields[7] = ";".join(kept) or "."
+    return "\t".join(fields)
+
+
 @pytest.fixture
 def multi_vcf(tmp_path):
     path = tmp_path / "multi.vcf"
@@ -183,7 +194,8 @@ def multi_vcf(tmp_path):
 def test_split_record_follows_bcftools_norm(multi_vcf):
     with pysam.VariantFile(str(multi_vcf)) as variants:
         lines = [str(split_record(rec, index)) for rec in variants for index in range(len(rec.alts))]
-    assert [_semantic(line) for line in lines] == [_semantic(line) for line in BCFTOOLS_SPLIT]
+    assert [_semantic(line) for line in lines] == [_semantic(_cmx_split(line))
+                                                   for line in BCFTOOLS_SPLIT]
 
 
 @pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools is not installed")
@@ -193,7 +205,8 @@ def test_split_record_matches_installed_bcftools(multi_vcf):
     expected = [line for line in result.stdout.splitlines() if not line.startswith("#")]
     with pysam.VariantFile(str(multi_vcf)) as variants:
         lines = [str(split_record(rec, index)) for rec in variants for index in range(len(rec.alts))]
-    assert [_semantic(line) for line in lines] == [_semantic(line) for line in expected]
+    assert [_semantic(line) for line in lines] == [_semantic(_cmx_split(line))
+                                                   for line in expected]
 
 
 def test_split_record_drops_info_number_g(tmp_path):

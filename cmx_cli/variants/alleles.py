@@ -39,6 +39,8 @@ SKIP_REASONS: dict[str, str] = {
     "too_long": "allele longer than the window",
 }
 REF_MISMATCH_POLICIES = ("error", "warn", "skip")
+#: INFO keys that describe a structural allele (VCF 4.2, section 3).
+_STRUCTURAL_KEYS = frozenset({"END", "SVLEN", "SVTYPE"})
 
 _ALT_LETTERS = frozenset("ACGTN")
 #: IUPAC code -> the bases it stands for (U is not a VCF letter).
@@ -256,11 +258,14 @@ def split_record(record: Any, alt_index: int) -> Any:
         alleles=(record.ref, record.alts[alt_index]), id=record.id, qual=record.qual,
         filter=list(record.filter.keys()),
     )
-    if new.stop != record.stop:  # pysam keeps INFO/END as the stop, and resets it with alleles
+    # A symbolic allele's END, SVLEN and SVTYPE describe it alone: an SNV split off a
+    # multi-allelic <DEL> site keeps none of them (issue 23, case 10).
+    structural = alt_form_reason(record.ref, record.alts[alt_index]) in ("symbolic", "breakend")
+    if structural and new.stop != record.stop:  # pysam keeps INFO/END as the stop
         new.stop = record.stop
     for key in record.info.keys():
         number = header.info[key].number if key in header.info else None
-        if number == "G":
+        if number == "G" or (not structural and key in _STRUCTURAL_KEYS):
             continue
         value = _subset(record.info[key], number, allele, n_alleles)
         if value is not None:

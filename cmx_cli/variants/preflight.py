@@ -32,7 +32,11 @@ SYMBOLIC_ALLELE_KEYS = {
            'described in this record">',
     "SVLEN": '##INFO=<ID=SVLEN,Number=A,Type=Integer,Description="Difference in length '
              'between REF and ALT alleles">',
+    "SVTYPE": '##INFO=<ID=SVTYPE,Number=1,Type=String,Description="Type of structural '
+              'variant">',
 }
+#: What htslib declares for an INFO key that a record uses without a header line.
+_UNDECLARED_INFO = re.compile(r'^##INFO=<ID=([^,>]+),Number=1,Type=String,Description="Dummy">$')
 
 
 @dataclass
@@ -197,12 +201,13 @@ def preflight(
                 if status.index >= 0 and alt_form_reason(record.ref, status.alt) is None:
                     report.kinds[allele_kind(record.ref, status.alt)] += 1
         report.warnings.extend(reader.warnings)
-        report.header_additions = _declare_contigs(reader.header_additions(), reference)
+        report.header_additions = _declare_standard_keys(
+            _declare_contigs(reader.header_additions(), reference))
         if report.skipped["symbolic"]:
             # htslib gives a symbolic allele an END when it writes the record, and fails when
             # the header does not define one; bcftools adds the standard definitions too.
             report.header_additions += [line for key, line in SYMBOLIC_ALLELE_KEYS.items()
-                                        if key not in reader.header.info]
+                                        if key != "SVTYPE" and key not in reader.header.info]
         for name in reader.header.contigs:
             declared, fasta_name = reader.header.contigs[name].length or 0, reference.resolve(name)
             actual = reference.length(fasta_name) if fasta_name else 0
@@ -247,6 +252,18 @@ def _check_contigs(report: PreflightReport, reference: ReferenceGenome) -> None:
     if not report.records:
         report.warnings.append(f"{report.vcf} holds no records"
                                + (" in the given regions" if report.regions else ""))
+
+
+def _declare_standard_keys(lines: list[str]) -> list[str]:
+    """Give END, SVLEN and SVTYPE, used without a header line, the VCF specification's
+    definitions instead of htslib's stand-in (a String, which htslib cannot write as END:
+    issue 23, case 10)."""
+    declared = []
+    for line in lines:
+        undeclared = _UNDECLARED_INFO.match(line)
+        key = undeclared.group(1) if undeclared else None
+        declared.append(SYMBOLIC_ALLELE_KEYS.get(key, line) if key else line)
+    return declared
 
 
 def _declare_contigs(lines: list[str], reference: ReferenceGenome) -> list[str]:
