@@ -114,6 +114,11 @@ class VariantReader:
                 self.last_location = f"{record.chrom}:{record.pos}"
                 yield record
 
+    @property
+    def is_bcf(self) -> bool:
+        """Whether the file is BCF (binary, typed values) rather than text VCF."""
+        return bool(self._file.is_bcf)
+
     def header_additions(self) -> list[str]:
         """Return the header lines htslib added while reading (declarations the file lacks)."""
         return [line for line in str(self.header).splitlines()

@@ -167,6 +167,10 @@ class FinetuneJob:
         return [config.vcf, config.variants.reference, config.variants.contig_map,
                 config.labels_table, config.start.init]
 
+    def data_inputs(self) -> list:
+        # --init is read once, when the run starts; a resume takes the weights from last.pt.
+        return [path for path in self.inputs()[:-1] if path is not None]
+
     def read_data(self, reporter: Reporter) -> SplitTable:
         config = self.config
         with ReferenceGenome(Path(config.variants.reference), config.variants.contig_map) \
@@ -179,6 +183,8 @@ class FinetuneJob:
                 on_record=progress.advance)
             longest = max(reference.length(contig) for contig in set(data.contigs))
         reporter.table(data.table())
+        if not reporter.interactive:  # the same counts in a log (issue 23)
+            reporter.note(data.line())
         for warning in data.warnings:
             reporter.warn(warning)
         if config.window > longest:

@@ -93,19 +93,33 @@ class LabelledVariants:
         return {reason: count for reason, count in sorted(self.counts.items())
                 if count and reason not in ("records", "alleles")}
 
-    def table(self) -> Table:
-        """What was read, used and left out, as a rich table (for stderr)."""
-        table = Table(title=f"Labelled variants: {self.source}", title_justify="left")
-        table.add_column("check")
-        table.add_column("result", justify="right")
+    def rows(self) -> list[tuple[str, int]]:
+        """What was read, used and left out: (what, count) pairs."""
         labels = Counter(variant.label for variant in self.variants)
         rows = [("records", self.counts["records"]), ("labelled alleles", self.counts["alleles"])]
         rows += [(f"left out: {describe_reason(reason)}", count)
                  for reason, count in self.left_out().items()]
         rows += [("used", len(self.variants)), ("  label 1", labels[1]), ("  label 0", labels[0])]
-        for name, value in rows:
+        return rows
+
+    def table(self) -> Table:
+        """What was read, used and left out, as a rich table (for a terminal)."""
+        table = Table(title=f"Labelled variants: {self.source}", title_justify="left")
+        table.add_column("check")
+        table.add_column("result", justify="right")
+        for name, value in self.rows():
             table.add_row(name, f"{value:,}")
         return table
+
+    def line(self) -> str:
+        """The counts of :meth:`table` as one line, for a log that is not a terminal."""
+        parts = []
+        for name, value in self.rows():
+            if name.startswith("left out: "):
+                parts.append(f"left out {value:,} ({name[len('left out: '):]})")
+            else:
+                parts.append(f"{name.strip()} {value:,}")
+        return f"Labelled variants: {self.source}: " + "; ".join(parts)
 
 
 def describe_reason(reason: str) -> str:
@@ -185,7 +199,7 @@ def _info_value(record: Any, key: str, alt_index: int, n_alts: int) -> Any:
             value = value[0]
         else:
             return None
-    return value
+    return None if value == "." else value  # a missing entry of a list read as text
 
 
 def _flag_keys(header: Any, keys: Sequence[Optional[str]]) -> set[str]:
@@ -329,6 +343,8 @@ def _collect_vcf(vcf: str, regions: Sequence[str], label_field: Optional[str],
                 raise CmxError(f"{vcf}: the header declares no INFO field {key!r}",
                                f"the INFO fields are: {', '.join(reader.header.info) or 'none'}")
         flags = _flag_keys(reader.header, (label_field, group_field))
+        if label_field and label_field not in flags:
+            _read_labels_as_written(reader, label_field)
         for record in reader:
             collector.result.counts["records"] += 1
             location = reader.last_location or ""
@@ -347,6 +363,20 @@ def _collect_vcf(vcf: str, regions: Sequence[str], label_field: Optional[str],
         collector.result.warnings.append(
             f"{unmatched:,} rows of the labels table match no VCF allele "
             "(chrom, pos, ref and alt must be the same)")
+
+
+def _read_labels_as_written(reader: Any, key: str) -> None:
+    """Read a numeric label field of a text VCF as text, so that a label such as ``maybe``
+    is the error it is: htslib turns a number it cannot parse into a missing value, which
+    would leave the record out as unlabelled without a word (issue 23, case 4). A BCF
+    stores numbers as numbers, and needs nothing."""
+    declared = reader.header.info[key]
+    if reader.is_bcf or declared.type not in ("Integer", "Float"):
+        return
+    number = declared.number
+    declared.remove_header()
+    reader.header.add_line(f'##INFO=<ID={key},Number={number},Type=String,'
+                           f'Description="The labels, read as written">')
 
 
 def _allele_labels(record: Any, status: AlleleStatus, label_field: Optional[str],
