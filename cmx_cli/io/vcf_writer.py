@@ -15,7 +15,9 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +32,10 @@ from cmx_cli.variants.alleles import AlleleStatus, split_record
 from cmx_cli.io.vcf_reader import quiet_htslib
 
 
+#: Lines that cmx wrote before its model line named the field it describes.
+_UNNAMED_MODEL_LINES = ("cmx_model", "cmx_version")
+
+
 def output_kind(output: str, tsv: bool) -> str:
     """``tsv``, ``tsv-bgzf``, ``text`` (plain VCF), ``bgzf`` (VCF.gz) or ``bcf``, from the
     name."""
@@ -39,6 +45,34 @@ def output_kind(output: str, tsv: bool) -> str:
     if compressed:
         return "bgzf"
     return "bcf" if output.lower().endswith(".bcf") else "text"
+
+
+class IndexNotWritten(Exception):
+    """htslib could not write the index of an output (a full device, mostly).
+
+    Attributes:
+        suffix: ``.tbi`` or ``.csi``.
+        reason: Why, in words (``the device is full``).
+    """
+
+    def __init__(self, suffix: str, reason: str) -> None:
+        super().__init__(f"{suffix}: {reason}")
+        self.suffix, self.reason = suffix, reason
+
+
+#: Less free space than this where an index failed to be written: the device is full.
+_NEARLY_FULL = 1 << 20
+
+
+def _why_not_written(path: str) -> str:
+    """Why htslib failed to write a file: it gives no errno, so look at the device."""
+    with contextlib.suppress(OSError):
+        status = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        if status.f_bavail * status.f_frsize < _NEARLY_FULL:
+            return "the device is full"
+        if status.f_favail == 0:
+            return "the device has no free inodes"
+    return "htslib could not write it"
 
 
 class _Writer:
@@ -120,6 +154,8 @@ class _Writer:
             except ValueError as error:  # the records are sorted: pre-flight checked it
                 raise CmxError(f"cannot index the output ({error})",
                                "write plain .vcf output, and report the problem") from error
+            except OSError as error:  # htslib says only "building of index ... failed"
+                raise IndexNotWritten(suffix, _why_not_written(self.index_path)) from error
 
 
 @contextlib.contextmanager
@@ -156,7 +192,15 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
             yield writer
             if handle is not None:
                 handle.close()
-            writer.finish(use_csi)
+            try:
+                writer.finish(use_csi)
+            except IndexNotWritten as failure:
+                # Both files or neither: the output is not renamed into place without its
+                # index, and a previous output (with its index) stays as it was.
+                raise CmxError(
+                    f"{output}{failure.suffix}: cannot write the index of {output}, "
+                    f"{failure.reason}; neither file was written",
+                    "free space on the device, or write to another one") from failure
         except BaseException:
             # Close what is open without letting a second failure (a full disk fails the
             # close too) hide the first one or keep the temporary files.
@@ -166,14 +210,40 @@ def open_writer(output: str, kind: str, header: Any, use_csi: bool, info_id: str
                 writer.close()
             raise
         sync_to_disk(temporary)
+        if writer.index_path is not None:
+            # Beside the name given, which htslib looks for even when it is a symbolic link;
+            # placed before the output, as that rename cannot fail for want of space.
+            suffix = writer.index_path[len(temporary):]
+            _place_index(writer.index_path, f"{output}{suffix}", output)
+            writer.index_path = f"{output}{suffix}"
         os.replace(temporary, destination)
         if writer.index_path is not None:
-            # Beside the name given, which htslib looks for even when it is a symbolic link.
-            suffix = writer.index_path[len(temporary):]
-            shutil.move(writer.index_path, f"{output}{suffix}")
-            writer.index_path = f"{output}{suffix}"
             # htslib looks for .csi before .tbi: an old index of the other kind would win.
-            Path(f"{output}{'.tbi' if suffix == '.csi' else '.csi'}").unlink(missing_ok=True)
+            other = ".tbi" if writer.index_path.endswith(".csi") else ".csi"
+            Path(f"{output}{other}").unlink(missing_ok=True)
+
+
+def _place_index(source: str, target: str, output: str) -> None:
+    """Move a finished index to its name: renamed, or, on another file system (the output
+    is a link to one), copied beside the target first, so no half-copied index is left."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    with temporary_file(Path(target)) as staged:
+        try:
+            shutil.copyfile(source, staged)
+        except OSError as error:
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise CmxError(
+                f"{target}: cannot write the index of {output}, "
+                + ("the device is full" if full else os.strerror(error.errno or errno.EIO))
+                + "; the output was not written", "free space on the device, or write to "
+                "another one") from error
+        os.replace(staged, target)
+    os.unlink(source)
 
 
 def _text_handle(path: str, kind: str) -> Optional[IO]:
@@ -185,23 +255,46 @@ def _text_handle(path: str, kind: str) -> Optional[IO]:
     return None
 
 
+def header_value(text: str) -> str:
+    """A value for a quoted field of a structured header line (``Description="..."``)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _declare_score_key(header: Any, key: str, description: str, option: str) -> None:
-    """Declare a ``Number=A, Type=Float`` INFO key, or accept one declared alike."""
+    """Declare a ``Number=A, Type=Float`` INFO key, or take over one declared alike.
+
+    The values written replace the input's, so the description is this run's: a key
+    scored before by another model keeps no stale Description (issue 23, case 6)."""
     if key in header.info:
         existing = header.info[key]
         if (existing.number, existing.type) != ("A", "Float"):
             raise CmxError(
                 f"the input VCF already defines INFO/{key} as Number={existing.number}, "
                 f"Type={existing.type}", f"choose another key with {option}")
-    else:
-        text = description.replace("\\", "\\\\").replace('"', '\\"')
-        header.add_line(f'##INFO=<ID={key},Number=A,Type=Float,Description="{text}">')
+        existing.remove_header()
+    header.add_line(
+        f'##INFO=<ID={key},Number=A,Type=Float,Description="{header_value(description)}">')
 
 
 def _extend_header(header: Any, info_id: str, description: str, lines: Sequence[str]) -> None:
-    """Declare the score key and add the ``##cmx_...`` lines."""
+    """Declare the score key and add the ``##cmx_...`` lines.
+
+    A structured line with an ID (``##cmx_model=<ID=CMX,...>``) replaces the input's line of
+    that key and ID, so each scored field has one. The model lines of earlier cmx versions
+    name no field; they go when the field they may describe is replaced."""
+    replacing = info_id in header.info
     _declare_score_key(header, info_id, description, "--info-id")
     for line in lines:
         if not line.startswith("##") or "=" not in line or "\n" in line:
             raise ValueError(f"header lines must be single '##key=value' lines: {line!r}")
+        key, value = line[2:].split("=", 1)
+        named = re.match(r"<ID=([^,>]+)", value)
+        for record in list(header.records):
+            if (named and record.key == key and record.type == "STRUCTURED"
+                    and record.get("ID") == named.group(1)):
+                record.remove()
         header.add_line(line)
+    if replacing:
+        for record in list(header.records):
+            if record.type == "GENERIC" and record.key in _UNNAMED_MODEL_LINES:
+                record.remove()
