@@ -21,6 +21,12 @@ from cmx_cli.runtime import compile_failures_as_user_errors
 from cmx_cli.settings import Runtime, EncoderShape, VariantInput
 
 VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
+#: One option and one rule for `cmx predict` and `cmx explain` on a VCF (issue 23, case 7).
+ALLELE_KINDS = click.option(
+    "--allele-kinds", type=click.Choice(["all", "seen"]), default="all", show_default=True,
+    help="VCF, `cmx finetune` models: all scores every allele and warns about the kinds (SNV, "
+         "insertion, deletion, MNV) the model never saw in training; seen leaves those "
+         "unscored (.). Zero-shot models score what their method can.")
 
 
 def is_variant_input(input_path: str, variants: VariantInput) -> bool:
@@ -61,6 +67,7 @@ def is_variant_input(input_path: str, variants: VariantInput) -> bool:
                     "one the model was trained with]")
 @click.option("--group", metavar="NAME",
               help="VCF, grouped models: score every record for this group.")
+@ALLELE_KINDS
 @max_tokens_option(16384, "Larger batches need more memory.")
 @runtime_options()
 @QUIET
@@ -97,17 +104,18 @@ def predict(input_path: str, model: str, output: str, average_strands: bool,
             split_multiallelic=options["split_multiallelic"], info_id=options["info_id"],
             average_strands=average_strands, group_field=options["group_field"],
             group=options["group"], max_tokens=options["max_tokens"], runtime=runtime,
-            command=typed_command_line(), background=options["background"])
+            command=typed_command_line(), background=options["background"],
+            allele_kinds=options["allele_kinds"])
         with compile_failures_as_user_errors():
             summary = predict_vcf.run(config, reporter)
         render.variant_scores(summary, reporter)
         return summary
     if (variants.reference or variants.regions or variants.window or variants.contig_map
             or options["tsv"] or options["split_multiallelic"] or options["group_field"]
-            or options["group"] or options["background"]):
+            or options["group"] or options["background"] or options["allele_kinds"] != "all"):
         raise click.UsageError("--reference, --region, --window, --tsv, --contig-map, "
-                               "--split-multiallelic, --group-field, --group and --background "
-                               "are for VCF/BCF input")
+                               "--split-multiallelic, --group-field, --group, --background "
+                               "and --allele-kinds are for VCF/BCF input")
     from cmx_cli.pipelines import predict_fasta
 
     config = predict_fasta.PredictFastaConfig(
@@ -260,6 +268,7 @@ def report(runs: tuple, output: str, quiet: bool) -> Any:
                     "one the model was trained with]")
 @click.option("--group", metavar="NAME",
               help="VCF, grouped models: explain every record's score for this group.")
+@ALLELE_KINDS
 @click.option("--method", type=click.Choice(METHODS), default="ism", show_default=True,
               help="`cmx train` models: ism mutates each base to the three others and scores "
                    "every copy (3 passes per position: a 10 kb region is 30,000 passes of the "
@@ -307,12 +316,13 @@ def explain(input_path: str, variants: VariantInput, runtime: Runtime, quiet: bo
             vcf=input_path, variants=variants, model=options["model"],
             output=options["output"], flank=options["flank"],
             group_field=options["group_field"], group=options["group"], plot=options["plot"],
-            max_tokens=options["max_tokens"], runtime=runtime), reporter)
+            max_tokens=options["max_tokens"], runtime=runtime,
+            allele_kinds=options["allele_kinds"]), reporter)
     else:
         if (variants.reference or variants.window or variants.contig_map
-                or options["group_field"] or options["group"]):
-            raise click.UsageError("--reference, --window, --contig-map, --group-field and "
-                                   "--group are for VCF/BCF input")
+                or options["group_field"] or options["group"] or options["allele_kinds"] != "all"):
+            raise click.UsageError("--reference, --window, --contig-map, --group-field, "
+                                   "--group and --allele-kinds are for VCF/BCF input")
         if len(variants.regions) > 1:
             raise click.UsageError("FASTA input takes one --region NAME:START-END")
         from cmx_cli.pipelines import explain as pipeline

@@ -31,7 +31,7 @@ from cmx_cli.pipelines.explain import ExplainResult, output_paths
 from cmx_cli.pipelines.predict_vcf import (
     PredictVcfConfig, build_scorer, input_files, shown_preflight)
 from cmx_cli.settings import Runtime, VariantInput
-from cmx_cli.variants.scoring import record_windows
+from cmx_cli.variants.scoring import record_windows, warn_scope
 
 HEADER = ("chrom", "pos", "ref", "alt", "position", "context_ref", "context_alt",
           "delta_log_odds")
@@ -51,6 +51,7 @@ class ExplainVariantsConfig:
     plot: bool = False
     max_tokens: int = 16384
     runtime: Runtime = field(default_factory=Runtime)
+    allele_kinds: str = "all"
 
 
 def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> ExplainResult:
@@ -75,7 +76,7 @@ def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> E
     scorer, window = build_scorer(checkpoint, PredictVcfConfig(
         vcf=config.vcf, variants=config.variants, model=config.model,
         group_field=config.group_field, group=config.group, max_tokens=config.max_tokens,
-        runtime=replace(config.runtime, precision="fp32")))
+        runtime=replace(config.runtime, precision="fp32"), allele_kinds=config.allele_kinds))
     largest: dict[tuple[str, int], float] = {}
     contigs: dict[str, int] = {}  # contig order, for the bedGraph
     explained, plotted = 0, None
@@ -115,6 +116,7 @@ def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> E
                                               effects, start=origin + effects.start))
                     explained += 1
                 progress.advance()
+            warn_scope(scorer, reporter)  # as `cmx predict` does (issue 23, case 7)
             if explained == 0:  # raised inside the block: no empty TSV is left behind
                 raise CmxError(f"{config.vcf}: no allele could be scored, so nothing was "
                                "explained", "see the pre-flight table for why each was left out.")

@@ -28,6 +28,7 @@ from cmx_cli.io.checkpoint import Checkpoint, load_checkpoint, model_files
 from cmx_cli.io.output import check_not_input, with_indexes
 from cmx_cli.io.reference import ReferenceGenome
 from cmx_cli.io.vcf_reader import open_variants
+from cmx_cli.io.vcf_writer import header_value
 from cmx_cli.runtime import ready_for_inference
 from cmx_cli.settings import Runtime, VariantInput
 from cmx_cli.tasks import masked_bases, variant
@@ -36,6 +37,9 @@ from cmx_cli.variants.preflight import PreflightReport, preflight
 from cmx_cli.variants.scoring import AlleleScorer, ScoreOutput, ScoreSummary, score_variants
 
 DEFAULT_WINDOW = 1000
+#: ``--allele-kinds``: score every allele a fine-tuned model can take (and warn about kinds
+#: it never saw in training), or only the kinds it saw (:class:`~cmx_cli.variants.scoring.TrainingScope`).
+ALLELE_KINDS = ("all", "seen")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class PredictVcfConfig:
     runtime: Runtime = field(default_factory=Runtime)
     command: str = "cmx predict"
     background: int = 0
+    allele_kinds: str = "all"
 
 
 def _group_reader(checkpoint: Checkpoint, config: PredictVcfConfig):
@@ -119,6 +124,10 @@ def build_scorer(checkpoint: Checkpoint, config: PredictVcfConfig) -> tuple[Alle
         raise CmxError(
             f"{checkpoint.path}: a {checkpoint.kind} model cannot score variants",
             "use a `cmx finetune` run, or a `cmx pretrain` run for zero-shot SNV scores.")
+    if config.allele_kinds not in ALLELE_KINDS:
+        raise ValueError(f"allele_kinds must be one of {ALLELE_KINDS}: {config.allele_kinds!r}")
+    if scorer.scope is not None:
+        scorer.scope.seen_only = config.allele_kinds == "seen"
     return scorer, window
 
 
@@ -140,6 +149,13 @@ def shown_preflight(vcf: str, reference: ReferenceGenome, variants: VariantInput
     return report
 
 
+def model_line(info_id: str, model: Path) -> str:
+    """The header line that says which model wrote the field ``info_id``: one per field,
+    replaced when the field is scored again (issue 23, case 6)."""
+    return (f'##cmx_model=<ID={info_id},Path="{header_value(str(model))}",'
+            f'Version="{__version__}">')
+
+
 def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreSummary:
     """Score every ALT allele of a VCF/BCF and write it back annotated (or as a TSV).
 
@@ -153,7 +169,7 @@ def run(config: PredictVcfConfig, reporter: Optional[Reporter] = None) -> ScoreS
     checkpoint = load_checkpoint(config.model)
     scorer, window = build_scorer(checkpoint, config)
     output = ScoreOutput(config.output, config.tsv, config.split_multiallelic, config.info_id,
-                         (f"##cmx_model={checkpoint.path}", f"##cmx_version={__version__}",
+                         (model_line(config.info_id, checkpoint.path),
                           f"##cmx_command={config.command}"))
     with ReferenceGenome(Path(config.variants.reference), config.variants.contig_map) as reference:
         report = shown_preflight(config.vcf, reference, config.variants, window, reporter)

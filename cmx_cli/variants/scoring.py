@@ -48,30 +48,43 @@ class TrainingScope:
     """What a model learnt from, and how much it is asked to score outside it: counted and
     said, never silent (DESIGN.md, "Trust").
 
+    The rule on allele kinds is one for `cmx predict` and `cmx explain` (issue 23, case 7):
+    a fine-tuned model records the kinds of allele it learnt from; alleles of other kinds
+    are scored and warned about (``--allele-kinds all``), or left unscored under the reason
+    ``unseen_kind`` (``--allele-kinds seen``). A zero-shot model records no kinds: it scores
+    whatever its method can score.
+
     Args:
         max_len: The longest input the encoder was sized for, in bp.
         reach: The longest input of which every position reaches every other (2^blocks).
         alleles: Training alleles by change (``snv``, ``insertion``, ``deletion``, ``mnv``);
             None when the model saw no variants (a pretrained model) or its checkpoint
             does not say.
+        seen_only: Leave alleles of kinds the model never saw unscored.
     """
 
     _NAMES = {"snv": "SNV", "insertion": "indel (insertion)", "deletion": "indel (deletion)",
               "mnv": "MNV"}
 
     def __init__(self, max_len: int, reach: int,
-                 alleles: Optional[dict[str, int]] = None) -> None:
+                 alleles: Optional[dict[str, int]] = None, seen_only: bool = False) -> None:
         self.max_len, self.reach, self.alleles = max_len, reach, alleles
+        self.seen_only = seen_only
         self.unseen: Counter = Counter()
         self.too_long = 0
 
-    def note(self, window: AlleleWindow, ref: str, alt: str) -> None:
-        """Count one allele about to be scored."""
+    def note(self, window: AlleleWindow, ref: str, alt: str) -> Optional[str]:
+        """Count one allele about to be scored; return ``unseen_kind`` when it is of a kind
+        the model never saw and only seen kinds are scored (then it is not counted)."""
+        change = allele_change(ref, alt)
+        unseen = self.alleles is not None and not self.alleles.get(change)
+        if unseen and self.seen_only:
+            return "unseen_kind"
         if max(len(window.ref_tokens), len(window.alt_tokens)) > self.reach:
             self.too_long += 1
-        change = allele_change(ref, alt)
-        if self.alleles is not None and not self.alleles.get(change):
+        if unseen:
             self.unseen[change] += 1
+        return None
 
     def warnings(self) -> list[str]:
         """One line per way the scored alleles went beyond the training."""
@@ -83,7 +96,8 @@ class TrainingScope:
                                    for kind, count in sorted(self.alleles.items()) if count)
             lines.append(f"{sum(self.unseen.values()):,} allele(s) of a kind the model never "
                          f"saw in training were scored ({kinds}); it was trained on "
-                         f"{trained or 'no variants'} only")
+                         f"{trained or 'no variants'} only (--allele-kinds seen leaves such "
+                         "alleles unscored)")
         if self.too_long:
             lines.append(f"{self.too_long:,} variant window(s) are longer than the model's "
                          f"max_len ({self.max_len:,} bp) and its reach ({self.reach:,} bp): "
@@ -267,11 +281,18 @@ def score_variants(
             if len(windows) >= chunk_alleles or len(pending) >= chunk_alleles:
                 flush()
         flush()
-    if reporter is not None and scorer.scope is not None:
-        for warning in scorer.scope.warnings():
-            reporter.warn(warning)
+    if reporter is not None:
+        warn_scope(scorer, reporter)
     return ScoreSummary(output.path, writer.index_path, reader.records_read, writer.written,
                         sum(outcomes.values()), dict(outcomes), time.perf_counter() - started)
+
+
+def warn_scope(scorer: AlleleScorer, reporter: Reporter) -> None:
+    """Say how far the alleles scored went beyond what the model learnt (the same lines for
+    every command that scores VCF alleles)."""
+    if scorer.scope is not None:
+        for warning in scorer.scope.warnings():
+            reporter.warn(warning)
 
 
 @dataclass
@@ -311,7 +332,7 @@ def record_windows(reader: VariantReader, reference: ReferenceGenome, scorer: Al
                 veto = context_veto
                 allele_window = replace(allele_window, context=context)
             if allele_window is not None and not veto and scorer.scope is not None:
-                scorer.scope.note(allele_window, record.ref, status.alt)
+                veto = scorer.scope.note(allele_window, record.ref, status.alt)
             if veto:
                 status, allele_window = replace(status, reason=veto), None
             statuses.append(status)
