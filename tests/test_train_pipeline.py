@@ -162,7 +162,9 @@ def test_resume_needs_a_last_checkpoint(data_dir, tmp_path):
 
 
 def test_resume_refuses_changed_data(data_dir, tmp_path):
-    train.run(_config(data_dir, tmp_path / "run", training=TrainingSettings(epochs=1, seed=1)))
+    # Stopped by --max-time, so that it has something left to resume (a finished run says so).
+    train.run(_config(data_dir, tmp_path / "run",
+                      training=TrainingSettings(epochs=3, max_time_minutes=1e-9, seed=1)))
     saved = train.read_config(tmp_path / "run")
     changed = replace(saved, held_out=replace(saved.held_out, test_fraction=0.3))
     with pytest.raises(CmxError, match="split.*Hint:"):

@@ -1,11 +1,12 @@
 """The `cmx` command group and its entry point: every error becomes one line and an exit code.
 
 Exit codes: 0 done, 1 bad data (:class:`~cmx_cli.errors.CmxError`) or an internal error,
-2 a wrong command line, 130 interrupted. Tracebacks only with ``--debug``.
+2 a wrong command line, 130 interrupted (143 stopped by SIGTERM). Tracebacks only with ``--debug``.
 """
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import Any, Optional
 
@@ -53,8 +54,6 @@ def cli(debug: bool) -> None:
 
 def typed_command_line() -> str:
     """The command line of the running command, as it was typed (``cmx predict ...``)."""
-    import shlex
-
     argv = click.get_current_context().meta.get(ARGV_KEY, sys.argv[1:])
     return "cmx " + shlex.join(argv)
 
@@ -87,15 +86,22 @@ def main() -> None:
         sys.exit(error.exit_code)
     except click.exceptions.Exit as error:
         sys.exit(error.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        click.echo(f"{rank_prefix}Interrupted: {_interrupted['message']}.", err=True)
-        sys.exit(130)
-    except TrainingInterrupted as error:
-        command = next((word for word in sys.argv[1:] if not word.startswith("-")), "train")
-        hint = (f"continue with `cmx {command} --resume --out {error.run_dir}`" if error.epoch
-                else "start the run again")
-        click.echo(f"{rank_prefix}Interrupted: {error}. Hint: {hint}.", err=True)
-        sys.exit(130)
+    except (TrainingInterrupted, click.Abort, KeyboardInterrupt) as error:
+        # click turns a KeyboardInterrupt into Abort; a run's own (a RunInterrupted of
+        # training/job.py is both) says where the run stands.
+        stopped = error if isinstance(error, TrainingInterrupted) else error.__context__
+        if not isinstance(stopped, TrainingInterrupted):
+            click.echo(f"{rank_prefix}Interrupted: {_interrupted['message']}.", err=True)
+            sys.exit(interrupts.exit_status())
+        # The training command that was stopped (train, pretrain, finetune) is carried by the
+        # error: the command line alone may not say it (the demo runs its steps in-process).
+        command = getattr(stopped, "command", None) or "cmx train"
+        hint = (f"continue with `{command} --resume --out {shlex.quote(str(stopped.run_dir))}`"
+                if getattr(stopped, "resumable", stopped.epoch) else
+                "start the run again with the same command (without --resume); it starts "
+                "over in its run directory")
+        click.echo(f"{rank_prefix}Interrupted: {stopped}. Hint: {hint}.", err=True)
+        sys.exit(interrupts.exit_status())
     except Exception as error:  # noqa: BLE001 - last line of defence against tracebacks
         if debug:
             raise

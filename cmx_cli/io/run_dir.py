@@ -8,21 +8,37 @@ directory is where its config.json lies: nothing inside it says where to write.
 One writer at a time (DESIGN.md, "Trust"): a run holds an exclusive lock on ``.cmx.lock``
 inside its directory for as long as it runs, resumes included. The operating system drops
 the lock when the process ends, however it ends, so a killed run blocks nobody; the file
-stays, with the process id of the last holder.
+stays, with the process id of the last holder. The lock is opened without following a
+symbolic link: a lock that is a link (a run copied with ``cp -rs``) is replaced by a file of
+the run's own, and one that is not a regular file is refused.
+
+A run writes only the names of its own directory (issue 23): before a run writes, every file
+of it that is a link (symbolic, or a hard link shared with another run) is replaced by a copy
+of its own, so that a copy of a run made of links resumes without changing the original. A
+run stopped before its first checkpoint (killed, say) starts over in its directory with the
+same command, and temporaries that a killed run left (``.last.pt.*.tmp``) are removed.
+
+``inputs.json`` keeps the size and SHA-256 digest of each input file the run reads (apart from
+config.json, which holds settings only), so that a resume refuses inputs whose content changed.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
+import hashlib
 import json
 import os
+import re
+import shutil
+import stat
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Iterable, Iterator, Optional, TypeVar
 
 from cmx_cli.errors import CmxError
 from cmx_cli.io.checkpoint import BEST, LAST
-from cmx_cli.io.output import atomic_output, write_errors
+from cmx_cli.io.output import atomic_output, temporary_file, write_errors
 from cmx_cli.io.predictions import PREDICTIONS_NAME
 from cmx_cli.settings import from_dict
 
@@ -31,16 +47,23 @@ METRICS_NAME = "metrics.json"
 LOG_NAME = "log.tsv"
 SPLIT_NAME = "split.tsv"
 LOCK_NAME = ".cmx.lock"
+INPUTS_NAME = "inputs.json"
+#: What inputs.json says it is.
+INPUTS_FORMAT = "cmx-input-digests"
 
 Config = TypeVar("Config")
 
-#: What a run writes before its first checkpoint (config, split, log, pretraining baselines).
-#: A directory holding only these is a run stopped before any checkpoint, which nothing can
-#: resume: a new run may start over in it.
-UNFINISHED_FILES = frozenset({CONFIG_NAME, SPLIT_NAME, LOG_NAME, "baselines.pt", LOCK_NAME})
+#: What a run writes before its first checkpoint (config, split, input digests, log, the best
+#: model of an epoch whose last.pt a kill cut short, pretraining baselines). A directory holding
+#: only these (and temporaries of them) is a run stopped before any checkpoint, which nothing
+#: can resume: the same command starts it over.
+UNFINISHED_FILES = frozenset({CONFIG_NAME, SPLIT_NAME, INPUTS_NAME, LOG_NAME, BEST,
+                              "baselines.pt", LOCK_NAME})
 #: Every file a run writes: none of them may be one of its inputs.
 RUN_FILES = (BEST, LAST, CONFIG_NAME, METRICS_NAME, SPLIT_NAME, LOG_NAME, "baselines.pt",
-             LOCK_NAME, PREDICTIONS_NAME)
+             LOCK_NAME, PREDICTIONS_NAME, INPUTS_NAME)
+#: The temporary files of a run's own files (io/output.py's ``.NAME.XXXXXXXX.tmp``).
+_TEMPORARY = re.compile(r"^\.(%s)\.[^/]+\.tmp$" % "|".join(map(re.escape, RUN_FILES)))
 
 
 @contextlib.contextmanager
@@ -81,45 +104,240 @@ def _make_directories(run_dir: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def _locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock (``fcntl.flock``) for the block."""
+    """Hold the run directory's lock (``fcntl.flock`` on ``.cmx.lock``) for the block.
+
+    The lock is opened without following a symbolic link and never truncated before it is
+    held, so that no other file is ever written through it (issue 23). A lock that is a
+    link of any kind (a run copied with ``cp -rs`` or ``cp -al`` links its lock to the
+    original's) is first replaced by a file of this run's own; one that is not a regular
+    file is refused.
+
+    Raises:
+        CmxError: The lock is held by another process (naming its process id), or it is not
+            a regular file.
+    """
     path = run_dir / LOCK_NAME
-    with write_errors(path), open(path, "a+") as handle:
+    with write_errors(path, run_dir):
+        descriptor = _open_lock(path)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = os.pread(descriptor, 64, 0).decode("ascii", "replace").strip() or "unknown"
             raise CmxError(
                 f"{run_dir}: another cmx process (pid {holder}) is writing this run directory",
                 "wait for it to finish (or stop it); a run directory has one writer at a "
                 "time.") from None
         try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+            with write_errors(path):  # the run's own regular file, held: the pid of its writer
+                os.ftruncate(descriptor, 0)
+                os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+def _open_lock(path: Path) -> int:
+    """Open (or create) the lock file ``path``, a regular file of this run's own.
+
+    Links are replaced under a short lock on the directory itself, so that two processes
+    replacing one link cannot end up holding locks on two different files.
+    """
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):  # a file system without directory locks
+            fcntl.flock(directory, fcntl.LOCK_EX)
+        try:
+            status = os.lstat(path)
+        except FileNotFoundError:
+            status = None
+        if status is not None and (stat.S_ISLNK(status.st_mode) or
+                                   (stat.S_ISREG(status.st_mode) and status.st_nlink > 1)):
+            with temporary_file(path) as temporary:
+                os.replace(temporary, path)
+        elif status is not None and not stat.S_ISREG(status.st_mode):
+            raise _not_a_lock(path)
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                                 | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise _not_a_lock(path) from None
+            raise
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise _not_a_lock(path)
+        return descriptor
+    finally:
+        os.close(directory)  # drops the directory's lock
+
+
+def _not_a_lock(path: Path) -> CmxError:
+    return CmxError(f"{path}: the run's lock file is not a regular file",
+                    "remove it (cmx makes a new one); it must not be a directory, a pipe or "
+                    "a link.")
+
+
+def _is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of one of a run's own files."""
+    return _TEMPORARY.match(name) is not None
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path:
     """Refuse to overwrite a run, and to resume one that has no last checkpoint.
 
-    A run stopped before its first checkpoint (only :data:`UNFINISHED_FILES`) may be started
-    over.
+    A run stopped before its first checkpoint (only :data:`UNFINISHED_FILES` and temporaries
+    of its files) is started over by the same command.
     """
     run_dir = Path(run_dir)
+    entries = {entry.name for entry in run_dir.iterdir()} if run_dir.is_dir() else set()
+    unfinished = {name for name in entries if not _is_temporary(name)} <= UNFINISHED_FILES
     if resume and not (run_dir / LAST).is_file():
+        if entries and unfinished:
+            raise CmxError(f"{run_dir}: no {LAST} to resume from: the run stopped before its "
+                           "first epoch ended",
+                           "start the run again with the same command, without --resume; "
+                           "it starts over in this directory.")
         raise CmxError(f"{run_dir}: no {LAST} to resume from",
                        "start the run without --resume first.")
-    entries = {entry.name for entry in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if not resume and not entries <= UNFINISHED_FILES:
+    if not resume and not unfinished:
         raise CmxError(
             f"{run_dir}: the run directory already exists and is not empty",
             "choose a new --out, delete the old run, or continue it with --resume.",
         )
     return run_dir
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Make a held run directory ready to be written (call it while holding the lock).
+
+    Removes the temporaries that a killed run left behind; for a run that starts over, removes
+    what its stopped predecessor wrote (all of it is written again); for a resumed run,
+    replaces each of its files that is a link (a symbolic link, or a hard link another
+    directory shares) by a copy of its own, so that writing the run never changes another
+    directory's files (issue 23).
+    """
+    run_dir = Path(run_dir)
+    for entry in list(run_dir.iterdir()):
+        stale = _is_temporary(entry.name) or (not resume and entry.name in UNFINISHED_FILES
+                                              and entry.name != LOCK_NAME)
+        if stale and (entry.is_symlink() or not entry.is_dir()):
+            with write_errors(entry):
+                entry.unlink(missing_ok=True)
+    if resume:
+        for name in RUN_FILES:
+            if name != LOCK_NAME:
+                _own_copy(run_dir / name)
+
+
+def _own_copy(path: Path) -> None:
+    """Replace a link at ``path`` by a regular file with the same bytes (a dangling
+    symbolic link is removed); a regular file of one link stays as it is."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    linked = stat.S_ISLNK(status.st_mode) or (stat.S_ISREG(status.st_mode) and status.st_nlink > 1)
+    if not linked:
+        return
+    with write_errors(path):
+        if not path.exists():  # a link to nothing: nothing to keep
+            path.unlink()
+            return
+        with temporary_file(path) as temporary:
+            with write_errors(path, temporary):
+                shutil.copyfile(path, temporary)
+                os.replace(temporary, path)
+
+
+def file_digest(path: Path) -> dict:
+    """The size and SHA-256 digest of a file's bytes (read in 1 MiB pieces)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while True:
+            piece = handle.read(1 << 20)
+            if not piece:
+                break
+            digest.update(piece)
+            size += len(piece)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _input_files(paths: Iterable) -> list[str]:
+    """The distinct input files among ``paths`` (None dropped), in order."""
+    return list(dict.fromkeys(str(path) for path in paths if path is not None))
+
+
+def input_digests(paths: Iterable) -> dict:
+    """The content of inputs.json for the files ``paths``.
+
+    Raises:
+        CmxError: When an input cannot be read.
+    """
+    files = {}
+    for path in _input_files(paths):
+        try:
+            files[path] = file_digest(Path(path))
+        except OSError as error:
+            raise CmxError(f"{path}: cannot read ({error.strerror})",
+                           "check that the input file exists and is readable.") from None
+    return {"format": INPUTS_FORMAT, "files": files}
+
+
+def write_input_digests(run_dir: Path, digests: dict) -> None:
+    """Write inputs.json (the digests of :func:`input_digests`) into the run directory."""
+    write_json(Path(run_dir) / INPUTS_NAME, digests)
+
+
+def check_input_digests(run_dir: Path, paths: Iterable) -> Optional[str]:
+    """Check, on resume, that the run's input files hold the bytes it started with.
+
+    Args:
+        run_dir: The run directory (with its inputs.json).
+        paths: The input files the resumed run reads.
+
+    Returns:
+        None when every input is unchanged, or a warning for a run made before cmx kept the
+        digests (it has no inputs.json).
+
+    Raises:
+        CmxError: Naming the first input whose size or content changed, or that is gone.
+    """
+    path = Path(run_dir) / INPUTS_NAME
+    try:
+        saved = json.loads(path.read_text())
+        files = saved["files"] if saved.get("format") == INPUTS_FORMAT else None
+        if not isinstance(files, dict):
+            raise ValueError("no digests")
+    except FileNotFoundError:
+        return (f"{run_dir} has no {INPUTS_NAME} (a run made before cmx kept digests of its "
+                "inputs): its input files are not checked against the ones it started with")
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as error:
+        raise CmxError(f"{path}: damaged ({error})",
+                       "restore the run's inputs.json, or start a new run.") from None
+    for name in _input_files(paths):
+        expected = files.get(name)
+        if expected is None:
+            raise CmxError(f"{name}: not an input the run {run_dir} started with",
+                           "resume with the original input files, or start a new run.")
+        try:
+            size = os.stat(name).st_size
+            same = size == expected.get("size") and (
+                file_digest(Path(name))["sha256"] == expected.get("sha256"))
+        except OSError as error:
+            raise CmxError(f"{name}: an input of the run {run_dir} cannot be read "
+                           f"({error.strerror})",
+                           "resume with the original input files, or start a new run.") from None
+        if not same:
+            change = (f"{expected.get('size')} bytes then, {size} now"
+                      if size != expected.get("size") else "same size, other bytes")
+            raise CmxError(f"{name}: the input file changed since the run {run_dir} started "
+                           f"({change})",
+                           "resume with the original input files, or start a new run.")
+    return None
 
 
 def write_json(path: Path, values: dict) -> None:

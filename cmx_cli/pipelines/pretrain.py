@@ -74,6 +74,9 @@ class PretrainJob:
     def inputs(self) -> list:
         return [*self.config.fasta, *self.config.val_fasta]
 
+    def data_inputs(self) -> list:
+        return self.inputs()
+
     def read_data(self, reporter: Reporter) -> None:
         config = self.config
         self.plan = plan_sources([Path(p) for p in config.fasta],

@@ -176,6 +176,10 @@ class TrainJob:
                  for argument in (*config.fasta, *config.val_fasta, *config.test_fasta)]
         return [*fasta, config.labels_table, config.start.init]
 
+    def data_inputs(self) -> list:
+        # --init is read once, when the run starts; a resume takes the weights from last.pt.
+        return [path for path in self.inputs()[:-1] if path is not None]
+
     def read_data(self, reporter: Reporter) -> SplitTable:
         self.data = load_dataset(self.config, reporter)
         self.parts = {split: self.data.part(split) for split in SPLITS}

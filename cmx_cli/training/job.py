@@ -1,21 +1,27 @@
 """The run skeleton of every training command (`cmx train`, `pretrain`, `finetune`).
 
 :func:`run_job` does what the three share, in this order: check the run directory, pick the
-device and precision, let the job read its data, write the run's config and split (or check
-them on ``--resume``), build the seeded model (from a pretrained encoder when asked), fit it
-with :func:`~cmx_cli.training.loop.fit`, reload the best checkpoint, let the job evaluate it
-beside its baseline, and write metrics.json. A job (:class:`TrainingJob`) supplies only its
-data, its model, its task, its evaluation and its summary line.
+device and precision, let the job read its data, write the run's config, split and input
+digests (or check them on ``--resume``), build the seeded model (from a pretrained encoder when
+asked; on ``--resume`` from the config stored in ``last.pt``), fit it with
+:func:`~cmx_cli.training.loop.fit`, reload the best checkpoint, let the job evaluate it beside
+its baseline, and write metrics.json. A job (:class:`TrainingJob`) supplies only its data, its
+model, its task, its evaluation and its summary line.
+
+A run is finished when early stopping ended it or all its epochs (or ``--max-steps``) ran; a
+``--max-time`` stop stays resumable. Resuming a finished run says so and changes no file
+(issue 23); one whose evaluation was cut short (killed after its last epoch) is evaluated.
 
 Under ``torchrun`` every process runs the skeleton; only rank 0 writes and evaluates.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 from torch import nn
@@ -24,16 +30,18 @@ from cmx_cli import __version__
 from cmx_cli.console import Reporter
 from cmx_cli.data.split import SplitTable
 from cmx_cli.errors import CmxError
-from cmx_cli.io.checkpoint import LAST, Checkpoint, load_checkpoint
+from cmx_cli.io.checkpoint import (
+    CLASSIFIER, LAST, MADE_BY, MASKED_BASES, VARIANT_CLASSIFIER, Checkpoint, load_checkpoint)
 from cmx_cli.io.output import check_not_input
 from cmx_cli.io.predictions import PREDICTIONS_NAME
 from cmx_cli.io.run_dir import (
-    CONFIG_NAME, METRICS_NAME, RUN_FILES, SPLIT_NAME, held_run_dir, write_json)
+    CONFIG_NAME, METRICS_NAME, RUN_FILES, SPLIT_NAME, check_input_digests, held_run_dir,
+    input_digests, prepare_run_dir, write_input_digests, write_json)
 from cmx_cli.runtime import resolve_precision, seeded, use_threads
-from cmx_cli.settings import EncoderStart, EncoderShape, to_dict
+from cmx_cli.settings import EncoderStart, EncoderShape, TrainingSettings, to_dict
 from cmx_cli.tasks.masked_bases import load_encoder
 from cmx_cli.training.distributed import SINGLE, Processes
-from cmx_cli.training.loop import FitResult, Task, fit
+from cmx_cli.training.loop import FitResult, Task, TrainingInterrupted, fit
 from models import ChordMixerConfig, set_compiled
 
 @dataclass
@@ -45,12 +53,15 @@ class RunResult:
         metrics: What metrics.json holds.
         summary: The closing line for people.
         fit: How training went.
+        finished: The run was finished before this call, which changed nothing (a
+            ``--resume`` of a finished run).
     """
 
     run_dir: Path
     metrics: dict
     summary: str
     fit: FitResult
+    finished: bool = False
 
 
 @dataclass
@@ -84,6 +95,9 @@ class TrainingJob(Protocol):
 
     def inputs(self) -> list:
         """The files the job reads (none of them may be one of the run's outputs)."""
+
+    def data_inputs(self) -> list:
+        """The files :meth:`read_data` reads, whose bytes a resume checks (inputs.json)."""
 
     def read_data(self, reporter: Reporter) -> Optional[SplitTable]:
         """Read and split the data (before the run directory exists); the split to save in
@@ -137,19 +151,48 @@ def run_job(job: TrainingJob, reporter: Optional[Reporter] = None, resume: bool 
     run_dir = Path(config.out)
     for name in RUN_FILES:
         check_not_input(run_dir / name, *job.inputs())
-    with contextlib.ExitStack() as holding:
-        _hold(holding, run_dir, resume, processes)
-        return _train(job, run_dir, reporter, resume, processes, started)
+    try:
+        with contextlib.ExitStack() as holding:
+            _on_main(processes, lambda: holding.enter_context(held_run_dir(run_dir, resume)))
+            try:
+                return _train(job, run_dir, reporter, resume, processes, started)
+            except KeyboardInterrupt:
+                # Outside the loop's own steps (reading, validating, evaluating): what is
+                # on disk is the last.pt of the last completed epoch, if any.
+                raise _interruption(run_dir) from None
+    except TrainingInterrupted as error:
+        error.command = MADE_BY.get(job.kind, "cmx train")  # for the resume hint
+        raise
 
 
-def _hold(holding: contextlib.ExitStack, run_dir: Path, resume: bool,
-          processes: Processes) -> None:
-    """Rank 0 checks, creates and locks the run directory for the ``holding`` stack; every
-    process fails alike when it cannot."""
+class RunInterrupted(TrainingInterrupted, KeyboardInterrupt):
+    """A Ctrl-C outside the loop's steps (reading data, validating, evaluating) of a run that
+    has a last checkpoint: still a ``KeyboardInterrupt``, which also says where the run
+    stands, for the resume hint."""
+
+
+def _interruption(run_dir: Path) -> BaseException:
+    """What a Ctrl-C outside the loop's steps stopped: the run at its last checkpoint, or
+    (without one) just the command."""
+    try:
+        state = load_checkpoint(run_dir, name=LAST).training_state
+        epoch, step = int(state["epoch"]), int(state["step"])
+    except (CmxError, KeyError, TypeError, ValueError):
+        return KeyboardInterrupt()
+    try:
+        return RunInterrupted(epoch, run_dir, step, int(state.get("epoch_batches_done", 0)))
+    except TypeError:  # a TrainingInterrupted that knows epochs only
+        return RunInterrupted(epoch, run_dir)
+
+
+def _on_main(processes: Processes, action: Callable[[], Any]) -> Any:
+    """Rank 0 does ``action`` (checks, or writes, of the run directory); every process fails
+    alike when it raises a :class:`CmxError`. Returns the action's result on rank 0."""
     failure: Optional[CmxError] = None
+    result = None
     if processes.is_main:
         try:
-            holding.enter_context(held_run_dir(run_dir, resume))
+            result = action()
         except CmxError as error:
             failure = error
     message = processes.from_main(None if failure is None else failure.format_message())
@@ -157,12 +200,99 @@ def _hold(holding: contextlib.ExitStack, run_dir: Path, resume: bool,
         raise failure
     if message is not None:
         raise CmxError(message)
+    return result
+
+
+def finished_because(state: dict, settings: TrainingSettings) -> Optional[tuple[str, str]]:
+    """Whether a run whose ``last.pt`` holds ``state`` is finished, and why.
+
+    A run is finished when early stopping ended it, or all its epochs or ``--max-steps``
+    steps ran; a ``--max-time`` stop is not an end (the run resumes).
+
+    Returns:
+        None for a run that goes on; else how :class:`FitResult` names the stop
+        (``early-stopping``, ``max-steps``, ``epochs``) and the reason in words.
+    """
+    epoch, step = int(state["epoch"]), int(state["step"])
+    if settings.patience is not None and int(state.get("stale_epochs", 0)) >= settings.patience:
+        return "early-stopping", (f"early stopping ended it at epoch {epoch} (best epoch "
+                                  f"{state.get('best_epoch')}, then {settings.patience} "
+                                  "epoch(s) without a better validation score)")
+    if settings.max_steps is not None and step >= settings.max_steps:
+        return "max-steps", f"all {settings.max_steps:,} steps of --max-steps ran"
+    if settings.epochs is not None and epoch >= settings.epochs:
+        return "epochs", f"all {settings.epochs} epochs ran"
+    return None
+
+
+def _saved_metrics(run_dir: Path, state: dict) -> Optional[dict]:
+    """The run's metrics.json when it reports the training that ``state`` ends (the run's
+    evaluation was done); else None."""
+    try:
+        metrics = json.loads((run_dir / METRICS_NAME).read_text())
+        training = metrics["training"]
+        if (training["epochs_completed"], training["steps"]) == (state["epoch"], state["step"]):
+            return metrics
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _fit_so_far(state: dict, stopped_because: str) -> FitResult:
+    """How a finished run's training went, from its last training state."""
+    return FitResult(epochs_completed=int(state["epoch"]), steps=int(state["step"]),
+                     best_epoch=state.get("best_epoch"), best_score=state.get("best_score"),
+                     stopped_because=stopped_because, seconds=float(state.get("seconds", 0.0)))
+
+
+def rebuild_model(checkpoint: Checkpoint) -> nn.Module:
+    """The network a checkpoint stores, built from its own model config (a resume never
+    rebuilds it from config.json and today's defaults, issue 23).
+
+    Raises:
+        CmxError: When the stored config cannot be built or the weights do not fit it.
+    """
+    from cmx_cli.tasks.classification import build_classifier
+    from cmx_cli.tasks.masked_bases import build_autoencoder
+    from cmx_cli.tasks.variant import build_variant_classifier
+
+    builders = {CLASSIFIER: build_classifier, MASKED_BASES: build_autoencoder,
+                VARIANT_CLASSIFIER: build_variant_classifier}
+    return builders[checkpoint.kind](checkpoint)
+
+
+def _data_inputs(job: TrainingJob) -> list:
+    """The files whose digests the run keeps (every input, without ``data_inputs``)."""
+    return job.data_inputs() if hasattr(job, "data_inputs") else job.inputs()
 
 
 def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
            processes: Processes, started: float) -> Optional[RunResult]:
     """:func:`run_job` in its held run directory."""
     config = job.config
+    last: Optional[Checkpoint] = None
+    finished: Optional[tuple[str, str]] = None
+    if resume:
+        last = load_checkpoint(run_dir, job.kind, name=LAST)
+        state = last.training_state
+        if not isinstance(state, dict) or not {"epoch", "step"} <= set(state):
+            raise CmxError(f"{last.path}: holds no training state to resume from",
+                           "the run directory is damaged; start a new run.")
+        finished = finished_because(state, config.training)
+        metrics = _saved_metrics(run_dir, state) if finished and processes.is_main else None
+        if processes.from_main(metrics is not None):
+            if not processes.is_main:
+                return None
+            command = MADE_BY.get(job.kind, "cmx")
+            return RunResult(run_dir, metrics,
+                             f"{command}: the run in {run_dir} is finished: {finished[1]}; "
+                             "nothing to resume, no file changed", _fit_so_far(state, finished[0]),
+                             finished=True)
+    _on_main(processes, lambda: prepare_run_dir(run_dir, resume))
+    if resume:
+        unchecked = _on_main(processes, lambda: check_input_digests(run_dir, _data_inputs(job)))
+        if unchecked:
+            reporter.warn(unchecked)
     use_threads(config.runtime.threads)
     device = processes.device(config.runtime.device)
     precision = resolve_precision(config.runtime.precision, device)
@@ -171,33 +301,46 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
         if split is not None and not split.saved_in(run_dir / SPLIT_NAME):
             raise CmxError(f"{run_dir / SPLIT_NAME}: the input data no longer gives this run's "
                            "split", "resume with the same input files, or start a new run.")
-    elif processes.is_main:
-        if split is not None:
-            split.write(run_dir / SPLIT_NAME)
-        write_json(run_dir / CONFIG_NAME, to_dict(config))
+        if unchecked:  # kept from now on
+            _on_main(processes, lambda: write_input_digests(
+                run_dir, input_digests(_data_inputs(job))))
+    else:
+        def write_settings() -> None:
+            if split is not None:
+                split.write(run_dir / SPLIT_NAME)
+            write_json(run_dir / CONFIG_NAME, to_dict(config))
+            write_input_digests(run_dir, input_digests(_data_inputs(job)))
+
+        _on_main(processes, write_settings)
     reporter.note(f"{job.describe_data()}; device {device}, {precision}")
 
-    with seeded(config.training.seed):
-        new = job.build_model(reporter)
-    model = new.model
-    if new.encoder_state is not None and not resume:
-        model.encoder.load_state_dict(new.encoder_state)
+    resume_state = None
+    if last is not None:
+        model = rebuild_model(last)
+        start: Optional[EncoderStart] = getattr(config, "start", None)
+        new = NewModel(model, None, bool(start and start.freeze_encoder),
+                       start.encoder_lr_scale if start and start.init else 1.0)
+        resume_state = last.training_state
+    else:
+        with seeded(config.training.seed):
+            new = job.build_model(reporter)
+        model = new.model
+        if new.encoder_state is not None:
+            model.encoder.load_state_dict(new.encoder_state)
     if new.freeze_encoder:
         freeze_(model.encoder)
-    resume_state = None
-    if resume:
-        last = load_checkpoint(run_dir, job.kind, name=LAST)
-        model.load_state_dict(last.state_dict)
-        resume_state = last.training_state
     set_compiled(model, config.runtime.compile_blocks)
     model.to(device)
 
     def make_checkpoint(state_dict: dict, training_state: Optional[dict]) -> Checkpoint:
         return job.checkpoint(model, state_dict, training_state)
 
-    fit_result = fit(model, job.task(device, precision), config.training, run_dir, device,
-                     precision, reporter, make_checkpoint, resume_state, processes,
-                     new.encoder_lr_scale)
+    task = job.task(device, precision)  # also what a job's evaluation may need
+    if finished is not None:  # its last epoch ran, its evaluation did not
+        fit_result = _fit_so_far(resume_state, finished[0])
+    else:
+        fit_result = fit(model, task, config.training, run_dir, device, precision, reporter,
+                         make_checkpoint, resume_state, processes, new.encoder_lr_scale)
     if not processes.is_main:
         return None
 
