@@ -23,7 +23,8 @@ import pyfaidx
 import pytest
 
 from cmx_cli.cli import cli
-from tests.helpers import run_cli, run_cmx
+from tests.helpers import (
+    check_internal_error, cmx_command, cmx_environment, run_cli, run_cmx)
 
 BASES = "ACGT"
 TINY_TRAIN = ["--track-size", "4", "--hidden-size", "16", "--max-len", "64", "--kmer-k", "3",
@@ -216,18 +217,43 @@ def _file_size_limit(limit: int):
     return limit_files
 
 
-@pytest.mark.parametrize("name,output", [("predict", "p.tsv"), ("report", "report.html")])
-def test_a_file_size_limit_is_not_a_full_device(name, output, tiny, classifier_run, tmp_path):
+@pytest.mark.parametrize("name,output,limit", [
+    ("predict", "p.tsv", 100), ("report", "report.html", 4096),  # the TSVs fit, the page not
+    ("train", "run", 100), ("fasta-index", "q.fa.fai", 20)])
+def test_a_file_size_limit_is_not_a_full_device(name, output, limit, tiny, classifier_run,
+                                                tmp_path):
     target = tmp_path / "out"
     target.mkdir()
-    limit = 100 if name == "predict" else 4096  # the report's TSVs fit, its page does not
-    result = run_cmx(*_command(name, tiny, classifier_run, target / output), cwd=tmp_path,
-                     env={"PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=_file_size_limit(limit))
+    if name == "train":
+        command = ["train", "--fasta", f"{tiny / 'a.fa'}:A", "--fasta", f"{tiny / 'b.fa'}:B",
+                   "--out", target / output, *TINY_TRAIN]
+    elif name == "fasta-index":  # the index of a FASTA that has none yet
+        shutil.copy(tiny / "q.fa", target / "q.fa")
+        command = ["predict", target / "q.fa", "--model", classifier_run, "-o", "-"]
+    else:
+        command = _command(name, tiny, classifier_run, target / output)
+    result = run_cmx(*command, cwd=tmp_path, env={"PYTHONDONTWRITEBYTECODE": "1"},
+                     preexec_fn=_file_size_limit(limit))
     assert result.returncode == 1, result.stderr
     line = _error_line(result.stderr)
     assert "device is full" not in line, line
-    assert "exceeds the file-size limit (File too large)" in line and "ulimit -f" in line, line
-    assert list(target.iterdir()) == [], "a file of the output was left behind"
+    assert f"Error: {target / output.split('.')[0]}" in line and "ulimit -f" in line, line
+    assert "cannot write, the file exceeds the file-size limit (File too large)" in line, line
+    left = sorted(path.name for path in target.iterdir())
+    if name in ("predict", "report"):
+        assert left == [], "a file of the output was left behind"
+    if name == "fasta-index":
+        assert left == ["q.fa"], left
+
+
+def test_standard_output_on_a_full_device_is_said_in_one_line(tiny, classifier_run, tmp_path):
+    arguments = ["predict", tiny / "q.fa", "--model", classifier_run, "-o", "-"]
+    with open("/dev/full", "w") as full:  # run_cmx captures stdout; this test cannot
+        result = subprocess.run(cmx_command(*arguments), stdout=full, stderr=subprocess.PIPE,
+                                text=True, cwd=tmp_path, env=cmx_environment(), timeout=300)
+    check_internal_error(arguments, result.stderr)
+    assert result.returncode == 1, result.stderr
+    assert "standard output: cannot write, the device is full" in _error_line(result.stderr)
 
 
 def test_report_on_a_full_disk_writes_none_of_its_files(classifier_run, small_disk):

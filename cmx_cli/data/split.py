@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from cmx_cli.errors import CmxError
+from cmx_cli.io.output import write_errors
 
 SPLITS = ("train", "val", "test")
 
@@ -163,7 +164,7 @@ def contig_split(
 
 def write_split(path: Path, names, sources, labels, splits) -> None:
     """Write ``split.tsv``: one row per sequence, in input order."""
-    with open(path, "w", newline="") as handle:
+    with write_errors(path), open(path, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(["name", "source", "label", "split"])
         writer.writerows(zip(names, sources, labels, splits))

@@ -24,6 +24,7 @@ import pyfaidx
 from cmx_cli import alphabet
 from cmx_cli.errors import CmxError
 from cmx_cli.io.fasta_index import build_index, choose_index, marked_index
+from cmx_cli.io.output import write_error
 from cmx_cli.io.sniff import (
     BYTE_ORDER_MARK, GZIP_MAGIC, bgzf_name, content_head, guess_kind, is_bgzf, raw_head)
 
@@ -88,6 +89,7 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
     """
     path = Path(path)
     bgzf, marked = _check_file(path)
+    index = None
     try:
         index = marked_index(path) if marked else choose_index(path, bgzf)
         if index.build:
@@ -109,7 +111,7 @@ def open_fasta(path: PathLike) -> pyfaidx.Fasta:
                 build_index=False,
             )
     except _READ_ERRORS as error:
-        raise _translate(path, error) from error
+        raise _translate(path, error, index.fai if index is not None else None) from error
 
 
 class FastaFile:
@@ -328,8 +330,9 @@ def _check_file(path: Path) -> tuple[bool, bool]:
 _NOT_FASTA_HINT = "give a FASTA file whose records start with a '>' header line"
 
 
-def _translate(path: Path, error: Exception) -> CmxError:
-    """Turn an exception raised by pyfaidx while indexing into a one-line CmxError."""
+def _translate(path: Path, error: Exception, index: Optional[Path] = None) -> CmxError:
+    """Turn an exception raised by pyfaidx while indexing (``index``, when known) into a
+    one-line CmxError."""
     text = _one_line(error)
     duplicate = re.search(r'Duplicate key "(.*)"', text)
     if duplicate:
@@ -368,6 +371,11 @@ def _translate(path: Path, error: Exception) -> CmxError:
             "copy or download it again, or recompress it with `bgzip`",
         )
     if "may not be writable" in text:
+        # pyfaidx raises a new IOError without the cause's errno: a full device or a
+        # file-size limit is said as for any other output (issue 23).
+        cause = error.__context__
+        if index is not None and isinstance(cause, OSError) and cause.errno is not None:
+            return write_error(index, cause, "no index was written")
         return CmxError.in_record(
             path, None, "cannot write the index file",
             "make the directory writable, or set XDG_CACHE_HOME to a writable directory",

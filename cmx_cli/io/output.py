@@ -87,8 +87,9 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
         CmxError: When writing fails (a full device, say), naming the destination.
     """
     if str(path) == "-":
-        yield sys.stdout if "b" not in mode else sys.stdout.buffer
-        sys.stdout.flush()
+        with _standard_output_errors():
+            yield sys.stdout if "b" not in mode else sys.stdout.buffer
+            sys.stdout.flush()
         return
     destination, replaceable = output_target(path)
     compressed = "b" not in mode and destination.name.lower().endswith(COMPRESSED_SUFFIXES)
@@ -102,6 +103,21 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
             yield stream
         sync_to_disk(temporary)
         os.replace(temporary, destination)
+
+
+@contextlib.contextmanager
+def _standard_output_errors() -> Iterator[None]:
+    """:func:`write_errors` for standard output (``> /dev/full``, a full disk); a closed
+    pipe (``| head``) passes through, as for every command."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        if error.errno is None or error.filename is not None:
+            raise
+        raise write_error("standard output", error,
+                          "what was written to it is incomplete") from error
 
 
 @contextlib.contextmanager
