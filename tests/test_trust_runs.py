@@ -284,6 +284,16 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_the_same_command
     assert _log_epochs(run) == ["1"] and (run / "metrics.json").is_file()
 
 
+def test_a_log_row_whose_last_pt_a_kill_cut_short_is_not_written_twice(stopped_run, tmp_path):
+    home = _stopped_copy(stopped_run, tmp_path)
+    log = home / "run" / "log.tsv"
+    rows = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(rows) + "2" + rows[1][1:])  # epoch 2's row, then the kill
+    result = run_cli("train", "--resume", "--out", home / "run", "--max-time", "1e-9")
+    assert result.exit_code == 0, result.output
+    assert _log_epochs(home / "run") == ["1", "2"]
+
+
 def test_a_real_kill_9_during_the_first_epoch_leaves_a_restartable_run(tiny, tmp_path):
     run = tmp_path / "run"
     arguments = _train_arguments(tiny, run, "--epochs", "1", "--max-tokens", "256")

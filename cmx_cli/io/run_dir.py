@@ -210,14 +210,16 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path:
     return run_dir
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+def prepare_run_dir(run_dir: Path, resume: bool, epochs: Optional[int] = None) -> None:
     """Make a held run directory ready to be written (call it while holding the lock).
 
     Removes the temporaries that a killed run left behind; for a run that starts over, removes
     what its stopped predecessor wrote (all of it is written again); for a resumed run,
     replaces each of its files that is a link (a symbolic link, or a hard link another
     directory shares) by a copy of its own, so that writing the run never changes another
-    directory's files (issue 23).
+    directory's files (issue 23), and drops the log rows of epochs after the ``epochs`` that
+    its last.pt holds (a kill between an epoch's log row and its last.pt leaves one, which
+    the resumed run writes again).
     """
     run_dir = Path(run_dir)
     for entry in list(run_dir.iterdir()):
@@ -230,6 +232,28 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
         for name in RUN_FILES:
             if name != LOCK_NAME:
                 _own_copy(run_dir / name)
+        if epochs is not None:
+            _drop_log_rows_after(run_dir / LOG_NAME, epochs)
+
+
+def _drop_log_rows_after(path: Path, epochs: int) -> None:
+    """Rewrite log.tsv without the rows of epochs after ``epochs`` (rows it cannot read stay)."""
+    try:
+        with open(path, newline="") as handle:
+            lines = handle.readlines()
+    except FileNotFoundError:
+        return
+
+    def later(line: str) -> bool:
+        try:
+            return int(line.split("\t", 1)[0]) > epochs
+        except ValueError:
+            return False
+
+    kept = lines[:1] + [line for line in lines[1:] if not later(line)]
+    if kept != lines:
+        with atomic_output(path) as handle:
+            handle.writelines(kept)
 
 
 def _own_copy(path: Path) -> None:

@@ -288,7 +288,8 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
                              f"{command}: the run in {run_dir} is finished: {finished[1]}; "
                              "nothing to resume, no file changed", _fit_so_far(state, finished[0]),
                              finished=True)
-    _on_main(processes, lambda: prepare_run_dir(run_dir, resume))
+    _on_main(processes, lambda: prepare_run_dir(
+        run_dir, resume, None if last is None else int(last.training_state["epoch"])))
     if resume:
         unchecked = _on_main(processes, lambda: check_input_digests(run_dir, _data_inputs(job)))
         if unchecked:
