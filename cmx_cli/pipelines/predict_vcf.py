@@ -38,7 +38,8 @@ from cmx_cli.variants.scoring import AlleleScorer, ScoreOutput, ScoreSummary, sc
 
 DEFAULT_WINDOW = 1000
 #: ``--allele-kinds``: score every allele a fine-tuned model can take (and warn about kinds
-#: it never saw in training), or only the kinds it saw (:class:`~cmx_cli.variants.scoring.TrainingScope`).
+#: it never saw in training), or only the kinds it saw
+#: (:class:`~cmx_cli.variants.scoring.TrainingScope`).
 ALLELE_KINDS = ("all", "seen")
 
 
