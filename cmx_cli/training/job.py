@@ -291,7 +291,9 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
     _on_main(processes, lambda: prepare_run_dir(
         run_dir, resume, None if last is None else int(last.training_state["epoch"])))
     if resume:
-        unchecked = _on_main(processes, lambda: check_input_digests(run_dir, _data_inputs(job)))
+        # Every process learns the outcome: writing the digests below is a collective step.
+        unchecked = processes.from_main(
+            _on_main(processes, lambda: check_input_digests(run_dir, _data_inputs(job))))
         if unchecked:
             reporter.warn(unchecked)
     use_threads(config.runtime.threads)
