@@ -3,11 +3,9 @@ import csv
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from cmx_cli.alphabet import MASK, encode
-from cmx_cli.cli import cli
 from cmx_cli.explain.attribution import gradient_times_input, log_odds, mutagenesis
 from cmx_cli.explain.masked_profile import masked_profile
 from cmx_cli.io.checkpoint import load_checkpoint
@@ -16,7 +14,7 @@ from cmx_cli.settings import TrainingSettings
 from cmx_cli.tasks.classification import build_classifier
 from cmx_cli.tasks.masked_bases import build_autoencoder, predict_log_probabilities
 from tests.conftest import DATA
-from tests.helpers import flat_config
+from tests.helpers import flat_config, run_cli
 from tests.test_pretrain_pipeline import _pretrain_config
 
 MOTIF = "GATTACAG"
@@ -73,9 +71,9 @@ def test_ism_equals_the_difference_of_two_predictions(motif_run, tmp_path):
     sequence = _sequence(root, name)
     query = tmp_path / "one.fa"
     query.write_text(f">{name}\n{sequence}\n")
-    result = CliRunner().invoke(cli, ["explain", str(query), "--model", str(root / "run"),
-                                      "--region", f"{name}:3-6", "-o", str(tmp_path / "ism.tsv"),
-                                      "--device", "cpu"])
+    result = run_cli("explain", str(query), "--model", str(root / "run"),
+                     "--region", f"{name}:3-6", "-o", str(tmp_path / "ism.tsv"),
+                     "--device", "cpu")
     assert result.exit_code == 0, result.output
     with open(tmp_path / "ism.tsv") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -86,9 +84,9 @@ def test_ism_equals_the_difference_of_two_predictions(motif_run, tmp_path):
         path = tmp_path / "q.fa"
         path.write_text(f">q\n{text}\n")
         out = tmp_path / "q.tsv"
-        outcome = CliRunner().invoke(cli, ["predict", str(path), "--model", str(root / "run"),
-                                           "-o", str(out), "--precision", "fp32",
-                                           "--device", "cpu"])
+        outcome = run_cli("predict", str(path), "--model", str(root / "run"),
+                          "-o", str(out), "--precision", "fp32",
+                          "--device", "cpu")
         assert outcome.exit_code == 0, outcome.output
         with open(out) as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
@@ -170,9 +168,9 @@ def test_masked_profile_is_the_model_at_each_masked_position(pretrained, tmp_pat
     np.testing.assert_allclose(profile[4], direct / direct.sum(), atol=1e-6)
     fasta = tmp_path / "s.fa"
     fasta.write_text(">s\n" + "ACGTTGCAAGCTAGCTAGGATCCA" * 3 + "\n")
-    result = CliRunner().invoke(cli, ["explain", str(fasta), "--model", str(pretrained),
-                                      "-o", str(tmp_path / "p.tsv"), "--plot",
-                                      "--region", "s:6-15", "--precision", "fp32"])
+    result = run_cli("explain", str(fasta), "--model", str(pretrained),
+                     "-o", str(tmp_path / "p.tsv"), "--plot",
+                     "--region", "s:6-15", "--precision", "fp32")
     assert result.exit_code == 0, result.output
     with open(tmp_path / "p.tsv") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -191,23 +189,23 @@ def test_explain_errors_are_one_line(motif_run, tmp_path):
              (["--region", f"{name}:5"], "NAME:START-END")]
     for arguments, expected in cases:
         output = tmp_path / "x.tsv"
-        result = CliRunner().invoke(cli, ["explain", str(fasta), "--model", str(root / "run"),
-                                          "-o", str(output), *arguments])
+        result = run_cli("explain", str(fasta), "--model", str(root / "run"),
+                         "-o", str(output), *arguments)
         assert result.exit_code == 1, result.output
         assert expected in result.output and "Hint:" in result.output
         assert not output.exists() and not (tmp_path / "x.bedgraph").exists()
-    result = CliRunner().invoke(cli, ["explain", str(fasta), "--model", str(root / "run"),
-                                      "-o", str(fasta)])
+    result = run_cli("explain", str(fasta), "--model", str(root / "run"),
+                     "-o", str(fasta))
     assert result.exit_code == 1 and "would replace the input" in result.output
 
 
 def test_heatmap_plot(motif_run, tmp_path):
     root, planted = motif_run
     name = next(iter(planted))
-    result = CliRunner().invoke(cli, ["explain", str(root / "motif.fa"), "--model",
-                                      str(root / "run"), "--region", f"{name}:1-{LENGTH}",
-                                      "--method", "gradient", "--plot",
-                                      "-o", str(tmp_path / "g.tsv")])
+    result = run_cli("explain", str(root / "motif.fa"), "--model",
+                     str(root / "run"), "--region", f"{name}:1-{LENGTH}",
+                     "--method", "gradient", "--plot",
+                     "-o", str(tmp_path / "g.tsv"))
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "g.png") as image:
         assert image.size[0] > 300 and image.size[1] > 100
@@ -239,10 +237,10 @@ def variant_model(tmp_path_factory):
 
 
 def _explain_variants(root, output, *extra, reference="genome.fa"):
-    return CliRunner().invoke(cli, ["explain", str(root / "few.vcf"), "--reference",
-                                    str(root / reference), "--model", str(root / "ft"),
-                                    "--flank", "10", "-o", str(output), "--device", "cpu",
-                                    *extra])
+    return run_cli("explain", str(root / "few.vcf"), "--reference",
+                   str(root / reference), "--model", str(root / "ft"),
+                   "--flank", "10", "-o", str(output), "--device", "cpu",
+                   *extra)
 
 
 def test_variant_context_map_finds_the_base_the_label_depends_on(variant_model, tmp_path):
@@ -283,10 +281,10 @@ def test_variant_context_delta_equals_scoring_the_mutated_reference(variant_mode
 
     def logit(reference):
         out = tmp_path / f"{reference}.tsv"
-        outcome = CliRunner().invoke(cli, ["predict", str(root / "few.vcf"), "--reference",
-                                           str(root / reference), "--model", str(root / "ft"),
-                                           "--tsv", "--precision", "fp32", "--device", "cpu",
-                                           "-o", str(out)])
+        outcome = run_cli("predict", str(root / "few.vcf"), "--reference",
+                          str(root / reference), "--model", str(root / "ft"),
+                          "--tsv", "--precision", "fp32", "--device", "cpu",
+                          "-o", str(out))
         assert outcome.exit_code == 0, outcome.output
         with open(out) as handle:
             score = {int(r["pos"]): float(r["score"]) for r in csv.DictReader(
@@ -299,13 +297,13 @@ def test_variant_context_delta_equals_scoring_the_mutated_reference(variant_mode
 
 def test_explaining_a_vcf_needs_a_finetuned_model(variant_model, motif_run, tmp_path):
     root, _ = variant_model
-    result = CliRunner().invoke(cli, ["explain", str(root / "few.vcf"), "--reference",
-                                      str(root / "genome.fa"), "--model",
-                                      str(motif_run[0] / "run"), "-o", str(tmp_path / "x.tsv")])
+    result = run_cli("explain", str(root / "few.vcf"), "--reference",
+                     str(root / "genome.fa"), "--model",
+                     str(motif_run[0] / "run"), "-o", str(tmp_path / "x.tsv"))
     assert result.exit_code == 1 and "needs a `cmx finetune` model" in result.output
     assert not (tmp_path / "x.tsv").exists()
-    result = CliRunner().invoke(cli, ["explain", str(motif_run[0] / "motif.fa"), "--model",
-                                      str(root / "ft"), "-o", str(tmp_path / "x.tsv")])
+    result = run_cli("explain", str(motif_run[0] / "motif.fa"), "--model",
+                     str(root / "ft"), "-o", str(tmp_path / "x.tsv"))
     assert result.exit_code == 1 and "--reference" in result.output
 
 

@@ -6,15 +6,13 @@ import numpy as np
 import pysam
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cmx_cli.cli import cli
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import finetune, predict_vcf
 from cmx_cli.settings import TrainingSettings
 from tests.conftest import DATA
-from tests.helpers import allow_compiler_warnings, check_user_error, flat_config
+from tests.helpers import allow_compiler_warnings, check_user_error, flat_config, run_cli
 
 BASES = "ACGT"
 CONTIGS = ("c1", "c2", "c3")
@@ -241,8 +239,8 @@ def test_resume_replays_an_uninterrupted_run(dataset, tmp_path):
         finetune.run(_config(root, tmp_path / "cut", training=settings),
                      InterruptAfterFirstEpoch(quiet=True))
     # As a user resumes: the run directory alone, no other flag.
-    resumed = CliRunner().invoke(cli, ["finetune", "--resume", "--out", str(tmp_path / "cut"),
-                                       "--quiet"])
+    resumed = run_cli("finetune", "--resume", "--out", str(tmp_path / "cut"),
+                      "--quiet")
     assert resumed.exit_code == 0, resumed.output
     whole, resumed = _weights(tmp_path / "whole" / "last.pt"), _weights(tmp_path / "cut" / "last.pt")
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)
@@ -348,25 +346,24 @@ def test_held_out_contig_errors(dataset, tmp_path, overrides, names):
 def test_command_line_mistakes_are_usage_errors(dataset, tmp_path, arguments, expected):
     root, _, _ = dataset
     arguments = [str(root / a) if a in ("genome.fa", ".") else a for a in arguments]
-    result = CliRunner().invoke(cli, [
+    result = run_cli(
         "finetune", "--vcf", str(root / "train.vcf"), "--reference", str(root / "genome.fa"),
-        "--out", str(tmp_path / "ft"), *arguments])
+        "--out", str(tmp_path / "ft"), *arguments)
     assert result.exit_code == 2 and expected in result.output, result.output
     assert not (tmp_path / "ft").exists()
 
 
 def test_a_sequence_classifier_cannot_score_variants(dataset, tmp_path, data_dir):
     root, _, _ = dataset
-    runner = CliRunner()
     capsule = data_dir / "capsule_small"
-    trained = runner.invoke(cli, [
+    trained = run_cli(
         "train", "--fasta", f"{capsule / 'klebsiella.fa'}:K", "--fasta",
         f"{capsule / 'acinetobacter.fa'}:A", "--out", str(tmp_path / "run"), "--track-size", "4",
-        "--hidden-size", "16", "--max-steps", "1", "--kmer-k", "3"])
+        "--hidden-size", "16", "--max-steps", "1", "--kmer-k", "3")
     assert trained.exit_code == 0, trained.output
-    result = runner.invoke(cli, [
+    result = run_cli(
         "predict", str(root / "train.vcf"), "--reference", str(root / "genome.fa"),
-        "--model", str(tmp_path / "run")])
+        "--model", str(tmp_path / "run"))
     assert result.exit_code == 1
     assert "classifier model cannot score variants" in result.output
     assert "cmx finetune" in result.output
@@ -384,10 +381,9 @@ def test_malformed_and_edge_case_vcfs_give_one_line_errors(name, dataset, tmp_pa
     root, _, _ = dataset
     table = tmp_path / "labels.tsv"
     table.write_text("chrom\tpos\tref\talt\tlabel\n20\t14370\tG\tA\t1\n")
-    runner = CliRunner()
-    result = runner.invoke(cli, [
+    result = run_cli(
         "finetune", "--vcf", str(DATA / "vcf" / name), "--labels", str(table),
-        "--reference", str(root / "genome.fa"), "--out", str(tmp_path / "ft")])
+        "--reference", str(root / "genome.fa"), "--out", str(tmp_path / "ft"))
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit) or result.exception is None or \
         isinstance(result.exception, CmxError)
