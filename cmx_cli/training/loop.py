@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmx_cli import interrupts
 from cmx_cli.console import Reporter
-from cmx_cli.interrupts import raise_if_interrupted
 from cmx_cli.runtime import autocast
 from cmx_cli.io.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
 from cmx_cli.io.output import write_errors
@@ -77,15 +77,65 @@ class FitResult:
 
 
 class TrainingInterrupted(Exception):
-    """Raised on Ctrl-C after the last completed epoch is safely on disk."""
+    """Raised on Ctrl-C or SIGTERM once the run's state is safely on disk.
 
-    def __init__(self, epoch: int, run_dir: Path) -> None:
-        if epoch == 0:
-            message = "interrupted during the first epoch, before any checkpoint"
+    Attributes:
+        epoch: The epochs completed in ``last.pt`` (0: none).
+        run_dir: The run directory.
+        step: The optimizer steps in ``last.pt`` (0: nothing was saved).
+        resumable: Whether ``last.pt`` holds something to continue from.
+    """
+
+    def __init__(self, epoch: int, run_dir: Path, step: Optional[int] = None,
+                 batches_done: int = 0, batches: int = 0,
+                 signal_name: Optional[str] = None) -> None:
+        step = epoch if step is None else step  # (epoch, run_dir): an epoch end, as before
+        signal_name = signal_name or interrupts.signal_name()
+        stopped = "interrupted" if signal_name == "SIGINT" else f"stopped by {signal_name}"
+        if step == 0:
+            message = f"{stopped} during the first epoch, before any checkpoint"
+        elif batches_done:
+            of = f" of {batches}" if batches else ""
+            message = (f"{stopped} at step {step} (batch {batches_done}{of} of epoch "
+                       f"{epoch + 1}); {run_dir / LAST} holds the run up to that step")
         else:
-            message = f"interrupted; {run_dir / LAST} holds the end of epoch {epoch}"
+            message = f"{stopped}; {run_dir / LAST} holds the end of epoch {epoch}"
         super().__init__(message)
-        self.epoch, self.run_dir = epoch, run_dir
+        self.epoch, self.run_dir, self.step = epoch, run_dir, step
+        self.resumable = step > 0
+
+
+@dataclass(frozen=True)
+class _EpochSoFar:
+    """The part of an epoch already trained: its batches, their summed loss and tokens.
+
+    ``last.pt`` keeps it when a signal stops the run mid-epoch, so that the resumed epoch
+    goes on at the next batch and logs the loss of the whole epoch.
+    """
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    tokens: int = 0
+
+    @property
+    def mean_loss(self) -> float:
+        """The mean training loss of the batches so far."""
+        return self.loss_sum / max(1, self.batches)
+
+    def plus(self, loss: float, tokens: int) -> "_EpochSoFar":
+        """This with one more batch."""
+        return _EpochSoFar(self.batches + 1, self.loss_sum + loss, self.tokens + tokens)
+
+    def to_state(self) -> dict:
+        """The entries of a mid-epoch training state."""
+        return {"epoch_batches_done": self.batches, "epoch_loss_sum": self.loss_sum,
+                "epoch_tokens": self.tokens}
+
+    @classmethod
+    def of(cls, state: dict) -> "_EpochSoFar":
+        """What a training state says of its unfinished epoch (nothing at an epoch's end)."""
+        return cls(int(state.get("epoch_batches_done", 0)),
+                   float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_tokens", 0)))
 
 
 class WarmupCosine:
@@ -128,6 +178,16 @@ def steps_within(step: int, steps_this_session: int, seconds: float, seconds_lef
     """
     pace = steps_this_session / max(seconds, 1e-9)
     return max(step + 1, min(planned, step + int(pace * max(seconds_left, 0.0))))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of optimizer step ``step`` in process ``rank`` (dropout, strand flips).
+
+    Seeding every step, rather than every epoch, lets a run stopped at any step continue
+    with the very random numbers an uninterrupted run draws, in every process and on every
+    device, without saving generator states (issue 23, case 9).
+    """
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0])
 
 
 def build_optimizer(model: nn.Module, settings: TrainingSettings,
@@ -228,7 +288,8 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
-        TrainingInterrupted: On Ctrl-C, after the last completed epoch is saved.
+        TrainingInterrupted: On Ctrl-C or SIGTERM, at the next step boundary, after the run
+            up to that step is saved in ``last.pt``.
     """
     set_checkpointing(model, settings.checkpointing)
     optimizer = build_optimizer(model, settings, encoder_lr_scale)
@@ -246,6 +307,8 @@ def fit(
     best_epoch: Optional[int] = None
     stale_epochs = 0
     elapsed_before = 0.0
+    # A run stopped by a signal mid-epoch continues that epoch at the batch where it stopped.
+    resumed = _EpochSoFar()
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -253,6 +316,7 @@ def fit(
         best_score, best_epoch = resume_state["best_score"], resume_state["best_epoch"]
         stale_epochs = resume_state["stale_epochs"]
         elapsed_before = resume_state["seconds"]
+        resumed = _EpochSoFar.of(resume_state)
         before = resume_state.get("processes", 1)
         if before != world:
             reporter.warn(
@@ -268,82 +332,9 @@ def fit(
     stopped_because = "epochs"
     log_path = run_dir / LOG_NAME
 
-    while epoch < epochs:
-        if settings.max_steps is not None and step >= settings.max_steps:
-            stopped_because = "max-steps"
-            break
-        if deadline is not None and history and processes.any(time.monotonic() > deadline):
-            stopped_because = "max-time"  # an epoch ended right at the deadline
-            break
-        # Seeding per epoch makes a resumed run replay exactly what an uninterrupted one does;
-        # each process draws its own dropout. The batches are the same in every process.
-        torch.manual_seed(settings.seed * 1_000_003 + epoch + 7_919 * processes.rank)
-        rng = np.random.default_rng([settings.seed, epoch])
-        batches = first_epoch_batches if epoch == 0 else task.epoch_batches(rng, world)
-        model.train()
-        epoch_started = time.monotonic()
-        loss_sum, loss_batches, tokens_seen = 0.0, 0, 0
-        partial = False
-        try:
-            with reporter.progress(f"epoch {epoch + 1}", len(batches)) as bar:
-                for batch in batches:
-                    raise_if_interrupted()
-                    optimizer.zero_grad(set_to_none=True)
-                    batch_loss = _step_loss(model, task, batch, device, precision, processes)
-                    if settings.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    loss_sum += batch_loss
-                    loss_batches += 1
-                    tokens_seen += sum(task.member_tokens(member) for member in batch)
-                    rate = tokens_seen / max(1e-9, time.monotonic() - epoch_started)
-                    bar.advance(status=f"loss {loss_sum / loss_batches:.4f}  {rate:,.0f} tok/s")
-                    if settings.max_steps is not None and step >= settings.max_steps:
-                        stopped_because, partial = "max-steps", True
-                        break
-                    if deadline is not None and processes.any(time.monotonic() > deadline):
-                        stopped_because, partial = "max-time", True
-                        break
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(epoch, run_dir) from None
-        # The last batch of an epoch also ends it: no partial flag then.
-        partial = partial and loss_batches < len(batches)
-        epoch += 1
-        training_seconds = time.monotonic() - epoch_started
-        # Rank 0 validates; every process takes the same decisions from its result.
-        validation = processes.from_main(task.validate(model) if processes.is_main else None)
-        seconds = time.monotonic() - epoch_started
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "complete": not partial,
-            # The new parts' rate (a pretrained encoder's may be a share of it).
-            "learning_rate": settings.learning_rate * schedule(scheduler.last_epoch),
-            "train_loss": loss_sum / max(1, loss_batches),
-            "tokens": tokens_seen,
-            "tokens_per_second": tokens_seen / max(1e-9, training_seconds),
-            "seconds": seconds,
-        }
-        score = None
-        if validation is not None:
-            score = validation.get("score")
-            row.update({f"val_{key}": value for key, value in validation.items() if key != "score"})
-        improved = validation is None or (
-            score is not None and (best_score is None or _better(score, best_score, task))
-        )
-        if improved:
-            best_score, best_epoch, stale_epochs = score, epoch, 0
-            if processes.is_main:
-                save_checkpoint(make_checkpoint(model.state_dict(), None), run_dir / BEST)
-        else:
-            stale_epochs += 1
-        row["best"] = improved
-        history.append(row)
-        if processes.is_main:
-            _append_log(log_path, row)
-        training_state = {
+    def training_state(so_far: Optional[_EpochSoFar] = None) -> dict:
+        """What ``last.pt`` keeps to continue the run: at an epoch's end, or mid-epoch."""
+        state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
@@ -354,23 +345,132 @@ def fit(
             "seconds": elapsed_before + (time.monotonic() - started),
             "processes": world,
         }
-        if processes.is_main:
-            save_checkpoint(make_checkpoint(model.state_dict(), training_state), run_dir / LAST)
-        # Nobody starts the next epoch (or a resume) before the checkpoints are on disk.
-        processes.barrier()
-        if deadline is not None:  # every process decays the learning rate alike
-            now = time.monotonic()
-            schedule.total_steps = processes.from_main(steps_within(
-                step, step - first_step, now - started, deadline - now, total_steps))
-        summary = f"epoch {epoch}: train loss {row['train_loss']:.4f}"
-        if score is not None:
-            summary += f", validation {task.score_name} {score:.4f}" + (" (best)" if improved else "")
-        reporter.note(summary)
-        if partial:
-            break
-        if settings.patience is not None and validation is not None and stale_epochs >= settings.patience:
-            stopped_because = "early-stopping"
-            break
+        if so_far is not None and so_far.batches:
+            state.update(so_far.to_state())
+        return state
+
+    # What last.pt holds: (epochs, steps, batches of the next epoch, that epoch's batches).
+    saved = (epoch, step, resumed.batches, 0)
+
+    def stop(so_far: Optional[_EpochSoFar] = None, batches: int = 0) -> None:
+        """Save the run at this step boundary when last.pt does not hold it yet, and stop."""
+        nonlocal saved
+        if so_far is not None and so_far.batches and step != saved[1]:
+            if processes.is_main:
+                save_checkpoint(make_checkpoint(model.state_dict(), training_state(so_far)),
+                                run_dir / LAST)
+            processes.barrier()
+            saved = (epoch, step, so_far.batches, batches)
+        raise TrainingInterrupted(saved[0], run_dir, saved[1], saved[2], saved[3],
+                                  interrupts.signal_name())
+
+    # From here on, Ctrl-C and SIGTERM stop the run at a step boundary, after saving it; a
+    # second one stops at once, with last.pt as it was (issue 23, case 9).
+    with interrupts.deferred():
+        while epoch < epochs:
+            if settings.max_steps is not None and step >= settings.max_steps:
+                stopped_because = "max-steps"
+                break
+            if deadline is not None and history and processes.any(time.monotonic() > deadline):
+                stopped_because = "max-time"  # an epoch ended right at the deadline
+                break
+            if processes.any(interrupts.requested()):
+                stop()  # between epochs: last.pt holds the end of the last one
+            rng = np.random.default_rng([settings.seed, epoch])
+            batches = first_epoch_batches if epoch == 0 else task.epoch_batches(rng, world)
+            model.train()
+            epoch_started = time.monotonic()
+            so_far, resumed = resumed, _EpochSoFar()
+            tokens_now = 0  # tokens of this epoch taken by this process (for the rate)
+            partial = False
+            try:
+                with reporter.progress(f"epoch {epoch + 1}", len(batches) - so_far.batches) as bar:
+                    for batch in batches[so_far.batches:]:
+                        if processes.any(interrupts.requested()):
+                            stop(so_far, len(batches))
+                        # Seeded per step, so that a run continued from any step replays
+                        # exactly what an uninterrupted one does; each process draws its own
+                        # dropout. The batches are the same in every process.
+                        torch.manual_seed(step_seed(settings.seed, step, processes.rank))
+                        optimizer.zero_grad(set_to_none=True)
+                        batch_loss = _step_loss(model, task, batch, device, precision, processes)
+                        if settings.grad_clip > 0:
+                            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                        optimizer.step()
+                        scheduler.step()
+                        step += 1
+                        batch_tokens = sum(task.member_tokens(member) for member in batch)
+                        so_far = so_far.plus(batch_loss, batch_tokens)
+                        tokens_now += batch_tokens
+                        rate = tokens_now / max(1e-9, time.monotonic() - epoch_started)
+                        bar.advance(status=f"loss {so_far.mean_loss:.4f}  {rate:,.0f} tok/s")
+                        if settings.max_steps is not None and step >= settings.max_steps:
+                            stopped_because, partial = "max-steps", True
+                            break
+                        if deadline is not None and processes.any(time.monotonic() > deadline):
+                            stopped_because, partial = "max-time", True
+                            break
+            except KeyboardInterrupt:  # a second signal, or one raised outside the handler
+                raise TrainingInterrupted(saved[0], run_dir, saved[1], saved[2], saved[3],
+                                          interrupts.signal_name()) from None
+            # The last batch of an epoch also ends it: no partial flag then.
+            partial = partial and so_far.batches < len(batches)
+            epoch += 1
+            training_seconds = time.monotonic() - epoch_started
+            # Rank 0 validates; every process takes the same decisions from its result.
+            validation = processes.from_main(task.validate(model) if processes.is_main else None)
+            seconds = time.monotonic() - epoch_started
+            row = {
+                "epoch": epoch,
+                "step": step,
+                "complete": not partial,
+                # The new parts' rate (a pretrained encoder's may be a share of it).
+                "learning_rate": settings.learning_rate * schedule(scheduler.last_epoch),
+                "train_loss": so_far.mean_loss,
+                "tokens": so_far.tokens,
+                "tokens_per_second": tokens_now / max(1e-9, training_seconds),
+                "seconds": seconds,
+            }
+            score = None
+            if validation is not None:
+                score = validation.get("score")
+                row.update({f"val_{key}": value for key, value in validation.items()
+                            if key != "score"})
+            improved = validation is None or (
+                score is not None and (best_score is None or _better(score, best_score, task))
+            )
+            if improved:
+                best_score, best_epoch, stale_epochs = score, epoch, 0
+                if processes.is_main:
+                    save_checkpoint(make_checkpoint(model.state_dict(), None), run_dir / BEST)
+            else:
+                stale_epochs += 1
+            row["best"] = improved
+            history.append(row)
+            if processes.is_main:
+                _append_log(log_path, row)
+                save_checkpoint(make_checkpoint(model.state_dict(), training_state()),
+                                run_dir / LAST)
+            saved = (epoch, step, 0, 0)
+            # Nobody starts the next epoch (or a resume) before the checkpoints are on disk.
+            processes.barrier()
+            if deadline is not None:  # every process decays the learning rate alike
+                now = time.monotonic()
+                schedule.total_steps = processes.from_main(steps_within(
+                    step, step - first_step, now - started, deadline - now, total_steps))
+            summary = f"epoch {epoch}: train loss {row['train_loss']:.4f}"
+            if score is not None:
+                summary += (f", validation {task.score_name} {score:.4f}"
+                            + (" (best)" if improved else ""))
+            reporter.note(summary)
+            if partial:
+                break
+            if (settings.patience is not None and validation is not None
+                    and stale_epochs >= settings.patience):
+                stopped_because = "early-stopping"
+                break
+        if processes.any(interrupts.requested()):
+            stop()  # during the last epoch's end: the run is saved, not yet evaluated
     return FitResult(
         epochs_completed=epoch,
         steps=step,

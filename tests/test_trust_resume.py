@@ -1,0 +1,158 @@
+"""Issue 23, case 9: a run stopped by a real signal and resumed in a new process ends with the
+very weights, optimizer state, schedule and log of a run that was never stopped.
+
+The way users hit it: ``cmx train`` in its own process, Ctrl-C (SIGINT) or a scheduler's
+SIGTERM half-way through an epoch, then ``cmx train --resume`` in a new process. Dropout is on,
+so that the random numbers of the resumed steps are checked too, and the batches are shuffled
+anew every epoch.
+"""
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import check_internal_error, cmx_command, cmx_environment, run_cmx
+
+BASES = "ACGT"
+#: Five epochs of 24 steps of 4 sequences, all of one length (a new shape costs the CPU
+#: kernels time on its first use, which would make the first epoch much slower than the others).
+TRAIN = ["--track-size", "4", "--hidden-size", "16", "--max-len", "64", "--kmer-k", "3",
+         "--dropout", "0.1", "--max-tokens", "192", "--epochs", "5", "--seed", "5",
+         "--device", "cpu"]
+#: log.tsv columns that measure time, not training.
+TIMING = {"tokens_per_second", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Two classes of 60 sequences of 48 bp each (GC-rich A, AT-rich B)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(11)
+
+    def sequence(gc: float) -> str:
+        weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
+        return "".join(rng.choice(list(BASES), 48, p=weights))
+
+    for name, gc in (("a", 0.6), ("b", 0.4)):
+        (root / f"{name}.fa").write_text(
+            "".join(f">{name}{i}\n{sequence(gc)}\n" for i in range(60)))
+    return root
+
+
+def _train_arguments(data: Path, out: Path) -> list:
+    return ["train", "--fasta", f"{data / 'a.fa'}:A", "--fasta", f"{data / 'b.fa'}:B",
+            "--out", out, "--quiet", *TRAIN]
+
+
+@pytest.fixture(scope="module")
+def whole(data, tmp_path_factory) -> Path:
+    """The run, never stopped."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    result = run_cmx(*_train_arguments(data, out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _stop_mid_epoch(data: Path, out: Path, number: signal.Signals) -> tuple[int, str]:
+    """Start the run, send ``number`` in the middle of its third epoch (or of a later one, on a
+    machine whose load changes), and wait for its end."""
+    arguments = _train_arguments(data, out)
+    process = subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=cmx_environment())
+    try:
+        deadline = time.monotonic() + 300
+        # Two epochs are logged whole (the first, slower one warms up the CPU kernels).
+        while len(_rows(out)) < 2 or not _rows(out)[1].get("best"):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "two epochs took over 5 minutes"
+            time.sleep(0.01)
+        # A third of an epoch on: the second epoch's time is known, and the third is as long.
+        time.sleep(float(_rows(out)[1]["seconds"]) / 3)
+        assert process.poll() is None, "the run ended before the signal"
+        process.send_signal(number)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            stream.close()
+    check_internal_error(arguments, stderr)
+    return process.returncode, stderr
+
+
+def _rows(run: Path) -> list[dict]:
+    """The rows of a run's log.tsv (none before the first epoch's end)."""
+    if not (run / "log.tsv").exists():
+        return []
+    with open(run / "log.tsv") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def _log(run: Path) -> list[dict]:
+    """The rows of log.tsv without the columns that measure time."""
+    return [{key: value for key, value in row.items() if key not in TIMING}
+            for row in _rows(run)]
+
+
+def _same_tensors(first, second, where: str = "") -> None:
+    """Every tensor of two nested structures is bit-identical, and the rest equal."""
+    if isinstance(first, torch.Tensor):
+        assert isinstance(second, torch.Tensor) and first.dtype == second.dtype, where
+        assert torch.equal(first, second), \
+            f"{where}: differs by up to {(first.double() - second.double()).abs().max():.3g}"
+    elif isinstance(first, dict):
+        assert set(first) == set(second), (where, set(first) ^ set(second))
+        for key in first:
+            _same_tensors(first[key], second[key], f"{where}/{key}")
+    elif isinstance(first, (list, tuple)):
+        assert len(first) == len(second), where
+        for index, (one, other) in enumerate(zip(first, second)):
+            _same_tensors(one, other, f"{where}[{index}]")
+    else:
+        assert first == second, (where, first, second)
+
+
+@pytest.mark.parametrize("number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_a_signal_and_a_resume_in_a_new_process_give_the_same_run(
+        data, whole, tmp_path, number, status):
+    out = tmp_path / "run"
+    code, stderr = _stop_mid_epoch(data, out, number)
+    # The signal is handled, not fatal: the run stops at a step boundary and says so.
+    assert code == status, stderr
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("Interrupted: ") and "--resume" in message, stderr
+    # The steps of the unfinished epoch taken before the signal are kept, not thrown away.
+    stopped = torch.load(out / "last.pt", weights_only=True)["training_state"]
+    epoch_ends = [int(row["step"]) for row in _log(whole)]
+    assert stopped["step"] not in epoch_ends and stopped["step"] > epoch_ends[1], \
+        (stopped["step"], stderr)
+    assert f"step {stopped['step']}" in message, message
+    # No row for the unfinished epoch.
+    assert _log(out) == _log(whole)[:stopped["epoch"]], "a row for an unfinished epoch"
+
+    resumed = run_cmx("train", "--resume", "--out", out, "--quiet", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+
+    for name in ("last.pt", "model.pt"):
+        expected = torch.load(whole / name, weights_only=True)
+        got = torch.load(out / name, weights_only=True)
+        _same_tensors(expected["state_dict"], got["state_dict"], f"{name} weights")
+    expected = torch.load(whole / "last.pt", weights_only=True)["training_state"]
+    got = torch.load(out / "last.pt", weights_only=True)["training_state"]
+    # The optimizer's moments and step counts, the learning-rate schedule, the counters.
+    _same_tensors({key: value for key, value in expected.items() if key != "seconds"},
+                  {key: value for key, value in got.items() if key != "seconds"},
+                  "training_state")
+    assert _log(out) == _log(whole)  # each epoch once, with the same loss and learning rate
+    assert (out / "test_predictions.tsv").read_bytes() == \
+        (whole / "test_predictions.tsv").read_bytes()
+
