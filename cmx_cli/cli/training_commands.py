@@ -53,8 +53,14 @@ def resumed_config(ctx: click.Context, saved: Any, runtime: Runtime,
     # Either flag turns its option on for the rest of the run; the run's own choice stays.
     if training.checkpointing:
         settings = replace(settings, checkpointing=True)
+    # --device, --threads and --precision not given again keep the run's own: another thread
+    # count sums in another order, and the weights would no longer be those of the run never
+    # stopped (issue 23, case 9).
+    kept = {name: getattr(saved.runtime, name) for name in ("device", "threads", "precision")
+            if name not in ctx.params
+            or ctx.get_parameter_source(name) in (None, ParameterSource.DEFAULT)}
     return replace(saved, training=settings, runtime=replace(
-        runtime, compile_blocks=runtime.compile_blocks or saved.runtime.compile_blocks))
+        runtime, compile_blocks=runtime.compile_blocks or saved.runtime.compile_blocks, **kept))
 
 
 def check_start(ctx: click.Context, start: EncoderStart) -> None:
