@@ -5,10 +5,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from cmx_cli.alphabet import encode
-from cmx_cli.cli import cli, render
+from cmx_cli.cli import render
 from cmx_cli.errors import CmxError
 from cmx_cli.pipelines import evaluate, pretrain, train
 from cmx_cli.io.checkpoint import load_checkpoint
@@ -18,7 +17,7 @@ from cmx_cli.tasks.masked_bases import MaskingSettings
 from cmx_cli.tasks.masked_bases import ZeroShotScorer
 from cmx_cli.training.job import NewModel
 from models import ChordMixerConfig, MaskedAutoencoder, MaskedAutoencoderConfig
-from tests.helpers import flat_config
+from tests.helpers import flat_config, run_cli
 
 
 def _pretrain_config(data_dir, out, **overrides):
@@ -101,9 +100,9 @@ def test_evaluate_prints_one_json_object(pretrained, data_dir, capsys):
 
 def test_evaluate_through_the_cli(pretrained, data_dir):
     out, _ = pretrained
-    result = CliRunner().invoke(cli, ["evaluate", "--model", str(out), "--fasta",
-                                      str(data_dir / "pretrain_umaydis_genes.fa"), "--json",
-                                      "--device", "cpu"])
+    result = run_cli("evaluate", "--model", str(out), "--fasta",
+                     str(data_dir / "pretrain_umaydis_genes.fa"), "--json",
+                     "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert set(json.loads(result.stdout)) == {"model", "unigram", "markov"}
 
@@ -138,9 +137,9 @@ def test_train_init_loads_and_freezes_the_encoder(pretrained, data_dir, tmp_path
 
 def test_init_rejects_shape_flags(pretrained, data_dir, tmp_path):
     out, _ = pretrained
-    result = CliRunner().invoke(cli, ["train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
-                                      "--init", str(out), "--track-size", "8",
-                                      "--out", str(tmp_path / "run")])
+    result = run_cli("train", "--fasta", str(data_dir / "capsule_small" / "query.fa"),
+                     "--init", str(out), "--track-size", "8",
+                     "--out", str(tmp_path / "run"))
     assert result.exit_code == 2
     assert "--track-size" in result.stderr
 
@@ -164,8 +163,8 @@ def test_a_reversible_encoder_pretrains_and_initialises_a_classifier(data_dir, t
     (["--reversible", "--checkpointing"], "drop --checkpointing"),
 ])
 def test_reversible_option_mistakes_are_usage_errors(data_dir, tmp_path, arguments, expected):
-    result = CliRunner().invoke(cli, ["pretrain", "--fasta", str(data_dir / "pretrain_lambda.fa"),
-                                      "--out", str(tmp_path / "pre"), *arguments])
+    result = run_cli("pretrain", "--fasta", str(data_dir / "pretrain_lambda.fa"),
+                     "--out", str(tmp_path / "pre"), *arguments)
     assert result.exit_code == 2 and expected in result.stderr, result.output
     assert not (tmp_path / "pre").exists()
 
@@ -270,8 +269,8 @@ def test_pretrain_resumes_after_an_interruption(data_dir, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         pretrain.run(config, InterruptAfterFirstEpoch(quiet=True))
     assert not (tmp_path / "pre" / "metrics.json").exists()
-    result = CliRunner().invoke(cli, ["pretrain", "--resume", "--out", str(tmp_path / "pre"),
-                                      "--device", "cpu"])
+    result = run_cli("pretrain", "--resume", "--out", str(tmp_path / "pre"),
+                     "--device", "cpu")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "pre" / "metrics.json").read_text())
     assert metrics["training"]["epochs_completed"] == 2
