@@ -115,7 +115,7 @@ class VariantTask:
 
     def loss(self, model: nn.Module, batch: list[int], device: torch.device) -> LossTerms:
         """Binary cross-entropy summed over the batch's variants."""
-        # The loop seeds torch per epoch, so the strand draws replay exactly on --resume.
+        # The loop seeds torch per step, so the strand draws replay exactly on --resume.
         flips = ((torch.rand(len(batch)) < 0.5).tolist() if self.flip_strands
                  else [False] * len(batch))
         tokens, offsets, spans = pack_pairs([self.train_windows[i] for i in batch], flips)
