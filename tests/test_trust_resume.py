@@ -168,3 +168,109 @@ def test_a_signal_and_a_resume_in_a_new_process_give_the_same_run(
     assert (out / "test_predictions.tsv").read_bytes() == \
         (whole / "test_predictions.tsv").read_bytes()
 
+
+
+# --- the loop itself: a signal during validation, and a second signal -----------------------
+
+class _Regression:
+    """A task of 16 random members, batches of 4, a dropout network; ``signals`` maps a
+    validation call (1 = the first) to the signal that arrives while it runs."""
+
+    score_name = "loss"
+    higher_is_better = False
+
+    def __init__(self, signals: dict) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.inputs = torch.randn(16, 8, generator=generator)
+        self.targets = torch.randn(16, 1, generator=generator)
+        self.signals, self.validations = signals, 0
+
+    def epoch_batches(self, rng: np.random.Generator, processes: int) -> list:
+        order = [int(member) for member in rng.permutation(16)]
+        return [order[start:start + 4] for start in range(0, 16, 4)]
+
+    def member_tokens(self, member: int) -> int:
+        return 1
+
+    def loss(self, model, members: list, device):
+        from cmx_cli.training.loop import LossTerms
+
+        error = model(self.inputs[members]) - self.targets[members]
+        return LossTerms((error ** 2).sum(), torch.tensor(float(len(members))))
+
+    def validate(self, model):
+        from cmx_cli import interrupts
+
+        self.validations += 1
+        if self.validations in self.signals:
+            signal.raise_signal(self.signals[self.validations])
+            interrupts.raise_if_interrupted()  # as every inference batch does
+        model.eval()  # as cmx's validations do; the loop sets training mode again
+        with torch.no_grad():
+            return {"score": float(((model(self.inputs) - self.targets) ** 2).mean())}
+
+
+def _network() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                               torch.nn.Linear(16, 1))
+
+
+def _fit(run_dir: Path, task: _Regression, resume: bool = False):
+    from cmx_cli.console import Reporter
+    from cmx_cli.io.checkpoint import Checkpoint
+    from cmx_cli.settings import TrainingSettings
+    from cmx_cli.training.loop import fit
+
+    run_dir.mkdir(exist_ok=True)
+    model, state = _network(), None
+    if resume:
+        saved = torch.load(run_dir / "last.pt", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        state = saved["training_state"]
+    return fit(model, task, TrainingSettings(epochs=3, seed=2, patience=None), run_dir,
+               torch.device("cpu"), "fp32", Reporter(quiet=True),
+               lambda weights, training: Checkpoint("classifier", {}, weights,
+                                                    training_state=training), state)
+
+
+@pytest.fixture
+def signals_handled(monkeypatch):
+    """cmx's handlers of SIGINT and SIGTERM, as `cmx` installs them, for one test."""
+    from cmx_cli import interrupts
+
+    monkeypatch.setattr(interrupts, "_state", {"interrupted": False})
+    import sys
+
+    previous = {number: signal.getsignal(number) for number in interrupts.SIGNALS}
+    hook = sys.unraisablehook
+    interrupts.install()
+    yield interrupts
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+    sys.unraisablehook = hook
+
+
+@pytest.mark.parametrize("signals, kept_steps", [
+    ({2: signal.SIGTERM}, 8),  # during the second validation: its epoch's 4 steps are kept
+    ({1: signal.SIGINT}, 4),
+], ids=["SIGTERM-second-validation", "SIGINT-first-validation"])
+def test_a_signal_during_validation_keeps_the_epoch_and_the_resume_validates_it(
+        tmp_path, signals_handled, signals, kept_steps):
+    from cmx_cli.training.loop import TrainingInterrupted
+
+    _fit(tmp_path / "whole", _Regression({}))
+    with pytest.raises(TrainingInterrupted) as stopped:
+        _fit(tmp_path / "cut", _Regression(signals))
+    assert stopped.value.resumable and stopped.value.step == kept_steps, str(stopped.value)
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["training_state"]
+    assert (state["step"], state["epoch_batches_done"]) == (kept_steps, 4)
+    signals_handled.reset()
+    _fit(tmp_path / "cut", _Regression({}), resume=True)
+    for name in ("last.pt", "model.pt"):
+        expected = torch.load(tmp_path / "whole" / name, weights_only=True)
+        got = torch.load(tmp_path / "cut" / name, weights_only=True)
+        _same_tensors({key: value for key, value in expected.items() if key != "training_state"},
+                      {key: value for key, value in got.items() if key != "training_state"},
+                      name)
+    assert _log(tmp_path / "cut") == _log(tmp_path / "whole")

@@ -415,10 +415,14 @@ def fit(
                                           interrupts.signal_name()) from None
             # The last batch of an epoch also ends it: no partial flag then.
             partial = partial and so_far.batches < len(batches)
-            epoch += 1
             training_seconds = time.monotonic() - epoch_started
             # Rank 0 validates; every process takes the same decisions from its result.
-            validation = processes.from_main(task.validate(model) if processes.is_main else None)
+            try:
+                validation = processes.from_main(
+                    task.validate(model) if processes.is_main else None)
+            except KeyboardInterrupt:  # validation stops at its next batch: keep the steps
+                stop(so_far, len(batches))  # a resume validates the epoch again
+            epoch += 1
             seconds = time.monotonic() - epoch_started
             row = {
                 "epoch": epoch,
