@@ -421,7 +421,9 @@ def fit(
                 validation = processes.from_main(
                     task.validate(model) if processes.is_main else None)
             except KeyboardInterrupt:  # validation stops at its next batch: keep the steps
-                stop(so_far, len(batches))  # a resume validates the epoch again
+                # (a resume validates the epoch again); with several processes only rank 0
+                # validates, and the others wait for it, not for a checkpoint.
+                stop(None if processes.parallel else so_far, len(batches))
             epoch += 1
             seconds = time.monotonic() - epoch_started
             row = {
