@@ -88,6 +88,34 @@ def run_cmx(*arguments, cwd=None, timeout: float = 300, internal_error: bool = F
     return result
 
 
+#: The script of :func:`run_cmx_and_probe`: cmx's entry point, as ``python -m cmx_cli`` runs
+#: it, then the probe, with ``status`` the exit status the command ended with.
+_PROBE_SCRIPT = """\
+import sys
+from cmx_cli.cli import main
+sys.argv = ["cmx", *sys.argv[1:]]
+try:
+    main()
+    status = 0
+except SystemExit as exit:
+    status = exit.code or 0
+"""
+
+
+def run_cmx_and_probe(probe: str, *arguments, cwd=None, timeout: float = 300,
+                      internal_error: bool = False,
+                      env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Like :func:`run_cmx`, but run the Python statements ``probe`` in the same process
+    after the command has ended, to read what it left there (e.g. torch's thread count);
+    ``status`` holds the command's exit status."""
+    script = _PROBE_SCRIPT + probe
+    result = subprocess.run([sys.executable, "-c", script, *map(str, arguments)],
+                            capture_output=True, text=True, cwd=cwd, env=cmx_environment(env),
+                            timeout=timeout)
+    check_internal_error(arguments, result.stderr, internal_error)
+    return result
+
+
 #: Two warnings that torch itself raises while compiling (``--compile``), not cmx.
 COMPILER_WARNINGS = (
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning",

@@ -1,7 +1,8 @@
 """Command-line reproductions of defects that break a user's trust in cmx's outputs.
 
-Each test runs cmx as a user does (``CliRunner`` or ``python -m cmx_cli`` in a subprocess
-where real processes, signals, locks or full disks matter) and asserts the behaviour cmx
+Each test runs cmx as a user does (``run_cli`` in this process, or ``python -m cmx_cli`` in a
+subprocess where real processes, signals, locks or full disks matter, through ``run_cmx`` or
+``cmx_command``; each fails a call that ends in an internal error) and asserts the behaviour cmx
 should have. They were written against code that does not have it yet: every test here
 failed on the main branch of the day it was written, each for the reason in its name.
 """
@@ -15,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,11 +24,11 @@ import pyfaidx
 import pysam
 import pytest
 import torch
-from click.testing import CliRunner
 
-from cmx_cli.cli import cli
 from cmx_cli.io.checkpoint import load_checkpoint
 from tests.conftest import DATA
+from tests.helpers import (check_internal_error, cmx_command, cmx_environment, run_cli,
+                           run_cmx, run_cmx_and_probe)
 
 ROOT = Path(__file__).resolve().parents[1]
 VCF_DATA = DATA / "vcf"
@@ -46,23 +46,23 @@ BGZF_MAGIC = b"\x1f\x8b\x08\x04"
 
 def _env() -> dict:
     """The environment of a cmx subprocess: this checkout's code first."""
-    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return cmx_environment()
 
 
 def _cmx_command(*arguments) -> list[str]:
-    return [sys.executable, "-m", "cmx_cli", *map(str, arguments)]
+    return cmx_command(*arguments)
 
 
-def _cmx(*arguments, cwd, timeout=300) -> subprocess.CompletedProcess:
-    """Run ``python -m cmx_cli`` through the real entry point, as a user does."""
-    return subprocess.run(_cmx_command(*arguments), capture_output=True, text=True, cwd=cwd,
-                          env=_env(), timeout=timeout)
+def _cmx(*arguments, cwd, timeout=300, internal_error=False) -> subprocess.CompletedProcess:
+    """Run ``python -m cmx_cli`` through the real entry point, as a user does; fail on an
+    internal error unless the test provokes one (``internal_error``)."""
+    return run_cmx(*arguments, cwd=cwd, timeout=timeout, internal_error=internal_error)
 
 
-def _invoke(*arguments):
-    """Run cmx in this process (stderr is not a terminal)."""
-    return CliRunner().invoke(cli, [str(a) for a in arguments])
+def _invoke(*arguments, internal_error=False):
+    """Run cmx in this process (stderr is not a terminal); fail on an internal error unless
+    the test provokes one (``internal_error``)."""
+    return run_cli(*arguments, internal_error=internal_error)
 
 
 def _one_line_error(stderr: str, *fragments: str, absent: tuple = ()) -> str:
@@ -321,8 +321,10 @@ def _train_arguments(tiny: Path, out: Path, *extra) -> list:
 
 
 def _start(arguments: list, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(_cmx_command(*arguments), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=_env())
+    """Start ``python -m cmx_cli ARGUMENTS``; the test checks its stderr with
+    ``check_internal_error`` once it has ended."""
+    return subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=cmx_environment())
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -350,14 +352,15 @@ def test_a_second_writer_of_a_run_directory_fails_at_once_naming_the_holder(tiny
         if first.poll() is None:
             first.kill()
             first.communicate()
+    check_internal_error(arguments, stderr)
     assert first.returncode == 0, stderr
     assert "stopped by max-time" in stderr and (out / "metrics.json").is_file()
 
 
 def test_a_lock_left_by_a_killed_run_does_not_block_a_later_resume(tiny, tmp_path):
     out = tmp_path / "run"
-    first = _start(_train_arguments(tiny, out, "--epochs", "100000", "--patience", "100000"),
-                   tmp_path)
+    arguments = _train_arguments(tiny, out, "--epochs", "100000", "--patience", "100000")
+    first = _start(arguments, tmp_path)
     try:
         _wait_for(out / "last.pt", first)
         # While it runs, the directory is locked (a second writer is refused)...
@@ -367,7 +370,8 @@ def test_a_lock_left_by_a_killed_run_does_not_block_a_later_resume(tiny, tmp_pat
         assert refused.returncode != 0 and str(first.pid) in refused.stderr, refused.stderr
     finally:
         first.send_signal(signal.SIGKILL)
-        first.communicate()
+        _, stderr = first.communicate()
+    check_internal_error(arguments, stderr)
     # ... and the lock the killed process left does not block a resume.
     resumed = _cmx("train", "--resume", "--out", out, "--max-time", "1e-9", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -812,9 +816,10 @@ def test_ctrl_c_during_predict_says_what_was_interrupted(tmp_path, classifier_ru
             handle.write(f">r{number}\n{''.join(rng.choice(list(BASES), 300))}\n")
     out = tmp_path / "out"
     out.mkdir()
-    process = subprocess.Popen(
-        _cmx_command("predict", fasta, "--model", classifier_run, "-o", out / "p.tsv"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=_env())
+    arguments = ["predict", fasta, "--model", classifier_run, "-o", out / "p.tsv"]
+    process = subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               env=cmx_environment())
     deadline = time.monotonic() + 120
     while not list(out.glob(".p.tsv.*")):  # scoring has started
         assert process.poll() is None, process.communicate()
@@ -824,6 +829,7 @@ def test_ctrl_c_during_predict_says_what_was_interrupted(tmp_path, classifier_ru
     assert process.poll() is None, "the prediction ended before the interrupt"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
+    check_internal_error(arguments, stderr)
     assert process.returncode == 130
     lines = stderr.strip().splitlines()
     assert lines != ["Aborted."] and len(lines) == 1, stderr
@@ -889,23 +895,14 @@ def test_train_prints_timestamped_progress_lines_when_stderr_is_not_a_terminal(t
 
 
 THREADS_PROBE = """
-import sys, torch
-from cmx_cli.cli import main
-sys.argv = ["cmx", *sys.argv[1:]]
-try:
-    main()
-    status = 0
-except SystemExit as exit:
-    status = exit.code or 0
+import torch
 print("threads", status, torch.get_num_threads())
 """
 
 
 def test_predict_threads_caps_torch_threads(tmp_path, tiny, classifier_run):
-    probe = subprocess.run(
-        [sys.executable, "-c", THREADS_PROBE, "predict", str(tiny / "q.fa"), "--model",
-         str(classifier_run), "--threads", "1", "-o", str(tmp_path / "p.tsv")],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=300)
+    probe = run_cmx_and_probe(THREADS_PROBE, "predict", tiny / "q.fa", "--model", classifier_run,
+                              "--threads", "1", "-o", tmp_path / "p.tsv", cwd=tmp_path)
     assert probe.stdout.split() == ["threads", "0", "1"], probe.stdout + probe.stderr
 
 
