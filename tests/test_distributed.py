@@ -4,7 +4,6 @@ global batch."""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from cmx_cli.errors import CmxError
 from cmx_cli.training.distributed import SINGLE, Processes, from_environment, share_members
 from cmx_cli.training.loop import LossTerms, _step_loss
+from tests.helpers import check_internal_error, cmx_command, cmx_environment
 
 DEMO_DATA = Path(__file__).parent.parent / "cmx_cli" / "demo_data"
 
@@ -73,17 +73,20 @@ def test_one_process_needs_no_process_group():
 # --- 2 processes on the CPU (gloo), against one process with the same global batch ---
 
 def _environment() -> dict:
-    environment = {key: value for key, value in os.environ.items()
+    environment = {key: value for key, value in cmx_environment().items()
                    if key not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     environment["OMP_NUM_THREADS"] = "1"
     return environment
 
 
 def _cmx(*arguments: str, processes: int = 1) -> subprocess.CompletedProcess:
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 f"--nproc-per-node={processes}"] if processes > 1 else [sys.executable])
-    result = subprocess.run([*launcher, "-m", "cmx_cli", *arguments], capture_output=True,
-                            text=True, env=_environment(), timeout=300)
+    command = cmx_command(*arguments)  # python -m cmx_cli ARGUMENTS
+    if processes > 1:  # torchrun runs the same module in each process
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={processes}", *command[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, env=_environment(),
+                            timeout=300)
+    check_internal_error(arguments, result.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

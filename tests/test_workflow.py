@@ -20,7 +20,7 @@ from cmx_cli.io.vcf_reader import open_variants
 from cmx_cli.pipelines.bench_variants import save_model
 from cmx_cli.settings import EncoderShape
 from cmx_cli.variants.shards import shard_regions
-from tests.helpers import check_user_error
+from tests.helpers import check_internal_error, check_user_error, cmx_environment, run_cmx
 
 ROOT = Path(__file__).parent.parent
 DEMO_DATA = ROOT / "cmx_cli" / "demo_data"
@@ -100,19 +100,25 @@ def test_a_vcf_without_an_index_cannot_be_sharded(demo):
 def test_the_workflow_joins_two_shards_into_what_one_run_writes(demo, tmp_path):
     model = save_model(tmp_path / "model.pt", "fine-tuned", 64,
                        EncoderShape(track_size=4, hidden_size=16), seed=0)
-    environment = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
-                                        f"{os.environ.get('PATH', '')}")
+    # The shards run the `cmx` of this environment, on this checkout's code.
+    executables = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     joined = tmp_path / "joined" / "scored.vcf.gz"
-    subprocess.run(
+    workflow = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--cores", "2",
          "--directory", str(tmp_path), "--quiet", "all", "--config", f"vcf={demo['vcf']}",
          f"reference={demo['reference']}", f"model={model}", f"output={joined}", "threads=1"],
-        check=True, env=environment, capture_output=True, text=True, timeout=600)
+        env=cmx_environment(executables), capture_output=True, text=True, timeout=600)
+    # Each shard's `cmx predict` writes its stderr to its log (the Snakefile's `log:`).
+    logs = sorted(joined.parent.glob("scored.vcf.gz.shards/*.log"))
+    for log in logs:
+        check_internal_error(["predict", "...", f"(shard {log.stem})"], log.read_text())
+    check_internal_error(["(snakemake)"], workflow.stderr)
+    assert workflow.returncode == 0, workflow.stderr
+    assert len(logs) == len(shard_regions(demo["vcf"]))  # one log per shard, all checked
     single = tmp_path / "single.vcf.gz"
-    subprocess.run(
-        [sys.executable, "-m", "cmx_cli", "predict", str(demo["vcf"]), "--reference",
-         str(demo["reference"]), "--model", str(model), "--output", str(single), "--quiet"],
-        check=True, env=environment, capture_output=True, text=True, timeout=600)
+    predicted = run_cmx("predict", demo["vcf"], "--reference", demo["reference"], "--model",
+                        model, "--output", single, "--quiet", env=executables, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr
 
     def body(path: Path) -> list[str]:
         with gzip.open(path, "rt") as stream:
