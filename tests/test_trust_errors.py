@@ -80,7 +80,8 @@ def _float_options() -> list[tuple[str, click.Option]]:
     that an option added later is checked too."""
     return [(name, param) for name, command in sorted(cli.commands.items())
             for param in command.params
-            if isinstance(param, click.Option) and isinstance(param.type, click.types.FloatParamType)]
+            if isinstance(param, click.Option)
+            and isinstance(param.type, click.types.FloatParamType)]
 
 
 def test_the_walk_finds_the_float_options():
@@ -100,6 +101,8 @@ def test_no_float_option_takes_nan_or_infinity(command, param, value, tmp_path):
         arguments += ["--out", out]
     if "output" in names:
         arguments += ["--output", out]
+    if "threads" in names:  # a tripwire: a command that took the value fails here, not later
+        arguments += ["--threads", "0"]
     result = run_cli(*arguments)
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{param.opts[0]}'" in result.output, result.output
@@ -193,10 +196,17 @@ def _command(name: str, tiny: Path, run: Path, output: Path) -> list:
 
 
 @pytest.mark.parametrize("name,output", [("predict", "p.tsv"), ("explain", "e.tsv"),
-                                         ("report", "report.html"), ("report", "report.png")])
+                                         ("report", "report.html"), ("report", "report.png"),
+                                         ("predict-vcf", "scored.vcf.gz")])
 def test_a_read_only_output_directory_is_said_in_one_line(name, output, tiny, classifier_run,
-                                                          read_only):
-    result = run_cli(*_command(name, tiny, classifier_run, read_only / output))
+                                                          read_only, request):
+    if name == "predict-vcf":  # a zero-shot score of SNVs on the pretraining records
+        pretrained = request.getfixturevalue("pretrain_run")
+        command = ["predict", pretrained / "snvs.vcf", "--reference", pretrained / "genes.fa",
+                   "--model", pretrained / "pre", "-o", read_only / output]
+        result = run_cli(*command)
+    else:
+        result = run_cli(*_command(name, tiny, classifier_run, read_only / output))
     assert result.exit_code == 1, result.output
     line = _error_line(result.output)
     assert str(read_only) in line and "the file system is read-only" in line, line
@@ -279,7 +289,8 @@ def damaged(classifier_run, tmp_path) -> Path:
     ("in-a-row", "line 3 has 5 of 12 columns (cut short or edited); the training curves "
                  "leave out 1 damaged line(s)"),
     ("in-the-header", "holds no epoch (cut short?); the report has no training curves"),
-    ("binary", "cannot be read (it is not a text table); the report has no training curves")])
+    ("binary", "cannot be read (it is not a text table); the report has no training curves")],
+    ids=["in-a-row", "in-the-header", "binary"])
 def test_report_warns_about_a_damaged_log(cut, warning, damaged, tmp_path):
     log = damaged / "log.tsv"
     text = log.read_bytes()
@@ -301,7 +312,8 @@ def test_report_warns_about_a_damaged_log(cut, warning, damaged, tmp_path):
     ("nan", "line 3 (NAME) holds a probability that is not a number from 0 to 1 (nan)"),
     ("two", "line 3 (NAME) holds a probability that is not a number from 0 to 1 (2.0)"),
     ("binary", "not a held-out predictions table (bytes that are not UTF-8)"),
-    ("nul", "line 2 () does not fit the header: 1 columns")])
+    ("nul", "line 2 () does not fit the header: 1 columns")],
+    ids=["nan", "two", "binary", "nul"])
 def test_report_names_a_damaged_predictions_table(damage, message, damaged, tmp_path):
     table = damaged / "test_predictions.tsv"
     lines = table.read_text().splitlines(keepends=True)
@@ -356,6 +368,14 @@ def pretrain_run(tiny, tmp_path_factory) -> Path:
     result = run_cli("pretrain", "--fasta", genome, "--out", root / "pre", "--epochs", "1",
                      "--quiet", *TINY_PRETRAIN)
     assert result.exit_code == 0, result.output
+    records = dict(line.split("\n", 1) for line in genome.read_text().split(">")[1:])
+    rows = [f"{name}\t{position}\t.\t{records[name][position - 1]}\t"
+            f"{'A' if records[name][position - 1] != 'A' else 'C'}\t.\t.\t."
+            for name in ("a0", "a1") for position in (10, 20)]
+    (root / "snvs.vcf").write_text("\n".join(
+        ["##fileformat=VCFv4.2", *(f"##contig=<ID={name},length={len(records[name]) - 1}>"
+                                   for name in ("a0", "a1")),
+         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO", *rows]) + "\n")
     return root
 
 

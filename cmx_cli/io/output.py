@@ -4,6 +4,10 @@ Files are written to a temporary name in the target directory, flushed to disk, 
 when complete, so that a failed write (a full disk, say) leaves the previous file as it was
 and no temporary file behind. ``-`` means standard output. A text output whose name ends in
 ``.gz`` or ``.bgz`` is BGZF-compressed (gzip that tabix and bgzip read).
+
+Every failed write, of any output, is said by one function, :func:`write_error`: a full
+device, a file-size limit (``ulimit -f``), a read-only file system and a denied permission
+each have their own one-line message and hint (issue 23).
 """
 from __future__ import annotations
 
