@@ -167,3 +167,43 @@ def flat_config(config_type, **values):
             top[group] = (dataclasses.replace(base, **fields) if base is not None
                           else groups[group](**fields))
     return config_type(**top)
+
+
+def write_gc_classes(root: Path, query: Optional[str] = None,
+                     header_labels: bool = False) -> Path:
+    """Write two classes of short sequences into ``root`` (seeded): ``a.fa``, 30 GC-rich
+    sequences of class A, and ``b.fa``, 30 AT-rich ones of class B, 40-63 bp each.
+
+    Args:
+        root: The directory.
+        query: Also write ``q.fa``, 10 sequences of 50 bp: ``"classes"`` alternates GC-rich
+            A and AT-rich B, ``"neutral"`` has half G+C.
+        header_labels: Write each sequence's class in its header (``label=A``).
+
+    Returns:
+        ``root``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+
+    def sequence(gc: float, length: int) -> str:
+        weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
+        return "".join(rng.choice(list("ACGT"), length, p=weights))
+
+    def header(name: str, label: str) -> str:
+        return f">{name} label={label}" if header_labels else f">{name}"
+
+    for name, gc in (("a", 0.65), ("b", 0.35)):
+        (root / f"{name}.fa").write_text("".join(
+            f"{header(f'{name}{i}', name.upper())}\n{sequence(gc, int(rng.integers(40, 64)))}\n"
+            for i in range(30)))
+    if query == "classes":
+        (root / "q.fa").write_text("".join(
+            f"{header(f'q{i}', 'AB'[i % 2])}\n{sequence(0.65 if i % 2 == 0 else 0.35, 50)}\n"
+            for i in range(10)))
+    elif query == "neutral":
+        (root / "q.fa").write_text("".join(f"{header(f'q{i}', 'A')}\n{sequence(0.5, 50)}\n"
+                                           for i in range(10)))
+    return root
+

@@ -28,7 +28,7 @@ import torch
 from cmx_cli.io.checkpoint import load_checkpoint
 from tests.conftest import DATA
 from tests.helpers import (check_internal_error, cmx_command, cmx_environment, run_cli,
-                           run_cmx, run_cmx_and_probe)
+                           run_cmx, run_cmx_and_probe, write_gc_classes)
 
 ROOT = Path(__file__).resolve().parents[1]
 VCF_DATA = DATA / "vcf"
@@ -140,21 +140,7 @@ def _fill(directory: Path, leave: int = 0) -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """Two classes of short sequences (GC-rich A, AT-rich B) and a query file."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(3)
-
-    def sequence(gc: float, length: int) -> str:
-        weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
-        return "".join(rng.choice(list(BASES), length, p=weights))
-
-    for name, gc in (("a", 0.65), ("b", 0.35)):
-        (root / f"{name}.fa").write_text("".join(
-            f">{name}{i} label={name.upper()}\n{sequence(gc, int(rng.integers(40, 64)))}\n"
-            for i in range(30)))
-    (root / "q.fa").write_text("".join(
-        f">q{i} label={'AB'[i % 2]}\n{sequence(0.65 if i % 2 == 0 else 0.35, 50)}\n"
-        for i in range(10)))
-    return root
+    return write_gc_classes(tmp_path_factory.mktemp("tiny"), "classes", header_labels=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ test runs cmx as a user does, through :func:`tests.helpers.run_cli` or
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import resource
@@ -18,15 +17,13 @@ import subprocess
 from pathlib import Path
 
 import click
-import numpy as np
 import pyfaidx
 import pytest
 
 from cmx_cli.cli import cli
 from tests.helpers import (
-    check_internal_error, cmx_command, cmx_environment, run_cli, run_cmx)
+    check_internal_error, cmx_command, cmx_environment, run_cli, run_cmx, write_gc_classes)
 
-BASES = "ACGT"
 TINY_TRAIN = ["--track-size", "4", "--hidden-size", "16", "--max-len", "64", "--kmer-k", "3",
               "--dropout", "0", "--device", "cpu"]
 TINY_PRETRAIN = ["--track-size", "4", "--hidden-size", "16", "--decoder-track-size", "4",
@@ -48,17 +45,7 @@ def _error_line(output: str) -> str:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """Two classes of short sequences (GC-rich A, AT-rich B) and a query file."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(3)
-
-    def sequence(gc: float, length: int) -> str:
-        weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
-        return "".join(rng.choice(list(BASES), length, p=weights))
-
-    for name, gc in (("a", 0.65), ("b", 0.35)):
-        (root / f"{name}.fa").write_text("".join(
-            f">{name}{i}\n{sequence(gc, int(rng.integers(40, 64)))}\n" for i in range(30)))
-    (root / "q.fa").write_text("".join(f">q{i}\n{sequence(0.5, 50)}\n" for i in range(10)))
+    root = write_gc_classes(tmp_path_factory.mktemp("tiny"), "neutral")
     pyfaidx.Fasta(str(root / "q.fa")).close()  # its index, before any test limits writes
     return root
 

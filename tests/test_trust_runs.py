@@ -16,14 +16,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from tests.conftest import DATA
-from tests.helpers import check_internal_error, cmx_command, cmx_environment, run_cli, run_cmx
+from tests.helpers import (
+    check_internal_error, cmx_command, cmx_environment, run_cli, run_cmx, write_gc_classes)
 
-BASES = "ACGT"
 TINY_TRAIN = ["--track-size", "4", "--hidden-size", "16", "--max-len", "64", "--kmer-k", "3",
               "--dropout", "0", "--device", "cpu"]
 TINY_PRETRAIN = ["--min-length", "64", "--max-length", "256", "--tokens-per-epoch", "3000",
@@ -63,17 +62,7 @@ def _log_epochs(run: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """Two classes of short sequences (GC-rich A, AT-rich B)."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(3)
-
-    def sequence(gc: float, length: int) -> str:
-        weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
-        return "".join(rng.choice(list(BASES), length, p=weights))
-
-    for name, gc in (("a", 0.65), ("b", 0.35)):
-        (root / f"{name}.fa").write_text("".join(
-            f">{name}{i}\n{sequence(gc, int(rng.integers(40, 64)))}\n" for i in range(30)))
-    return root
+    return write_gc_classes(tmp_path_factory.mktemp("tiny"))
 
 
 def _train_arguments(data: Path, out: Path, *extra) -> list:

@@ -1,7 +1,8 @@
 """The `cmx` command group and its entry point: every error becomes one line and an exit code.
 
 Exit codes: 0 done, 1 bad data (:class:`~cmx_cli.errors.CmxError`) or an internal error,
-2 a wrong command line, 130 interrupted (143 stopped by SIGTERM). Tracebacks only with ``--debug``.
+2 a wrong command line, 130 interrupted (143 stopped by SIGTERM). Tracebacks only with
+``--debug``.
 """
 from __future__ import annotations
 
@@ -94,10 +95,10 @@ def main() -> None:
             click.echo(f"{rank_prefix}Interrupted: {_interrupted['message']}.", err=True)
             sys.exit(interrupts.exit_status())
         # The training command that was stopped (train, pretrain, finetune) is carried by the
-        # error: the command line alone may not say it (the demo runs its steps in-process).
-        command = getattr(stopped, "command", None) or "cmx train"
-        hint = (f"continue with `{command} --resume --out {shlex.quote(str(stopped.run_dir))}`"
-                if getattr(stopped, "resumable", stopped.epoch) else
+        # error (training/job.py sets it): the command line alone may not say it (the demo
+        # runs its steps in-process).
+        hint = (f"continue with `{stopped.command} --resume --out "
+                f"{shlex.quote(str(stopped.run_dir))}`" if stopped.resumable else
                 "start the run again with the same command (without --resume); it starts "
                 "over in its run directory")
         click.echo(f"{rank_prefix}Interrupted: {stopped}. Hint: {hint}.", err=True)

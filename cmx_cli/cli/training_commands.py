@@ -15,9 +15,9 @@ from cmx_cli.cli import render
 from cmx_cli.cli.main import cli
 from cmx_cli.cli.options import (
     FLIP_STRANDS, QUIET, FiniteFloat, absolute, encoder_start_options, fasta_option,
-    group_field_option,
-    held_out_options, label_regex_option, labels_option, mask_option, max_tokens_option,
-    run_options, runtime_options, training_options, encoder_shape_options, variant_input_options)
+    group_field_option, held_out_options, label_regex_option, labels_option, mask_option,
+    max_tokens_option, run_options, runtime_options, training_options, encoder_shape_options,
+    variant_input_options)
 from cmx_cli.console import Reporter
 from cmx_cli.runtime import compile_failures_as_user_errors
 from cmx_cli.settings import (

@@ -34,9 +34,9 @@ from cmx_cli.io.checkpoint import (
     CLASSIFIER, LAST, MADE_BY, MASKED_BASES, VARIANT_CLASSIFIER, Checkpoint, load_checkpoint)
 from cmx_cli.io.output import check_not_input
 from cmx_cli.io.predictions import PREDICTIONS_NAME
+from cmx_cli.io.input_digests import check_input_digests, input_digests, write_input_digests
 from cmx_cli.io.run_dir import (
-    CONFIG_NAME, METRICS_NAME, RUN_FILES, SPLIT_NAME, check_input_digests, held_run_dir,
-    input_digests, prepare_run_dir, write_input_digests, write_json)
+    CONFIG_NAME, METRICS_NAME, RUN_FILES, SPLIT_NAME, held_run_dir, prepare_run_dir, write_json)
 from cmx_cli.runtime import resolve_precision, seeded, use_threads
 from cmx_cli.settings import EncoderStart, EncoderShape, TrainingSettings, to_dict
 from cmx_cli.tasks.masked_bases import load_encoder
@@ -179,10 +179,7 @@ def _interruption(run_dir: Path) -> BaseException:
         epoch, step = int(state["epoch"]), int(state["step"])
     except (CmxError, KeyError, TypeError, ValueError):
         return KeyboardInterrupt()
-    try:
-        return RunInterrupted(epoch, run_dir, step, int(state.get("epoch_batches_done", 0)))
-    except TypeError:  # a TrainingInterrupted that knows epochs only
-        return RunInterrupted(epoch, run_dir)
+    return RunInterrupted(epoch, run_dir, step, int(state.get("epoch_batches_done", 0)))
 
 
 def _on_main(processes: Processes, action: Callable[[], Any]) -> Any:

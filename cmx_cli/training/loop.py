@@ -84,7 +84,11 @@ class TrainingInterrupted(Exception):
         run_dir: The run directory.
         step: The optimizer steps in ``last.pt`` (0: nothing was saved).
         resumable: Whether ``last.pt`` holds something to continue from.
+        command: The training command that was stopped, for the resume hint (set by
+            :func:`~cmx_cli.training.job.run_job`).
     """
+
+    command = "cmx train"
 
     def __init__(self, epoch: int, run_dir: Path, step: Optional[int] = None,
                  batches_done: int = 0, batches: int = 0,
