@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from cmx_cli.errors import CmxError
-from cmx_cli.io.output import write_errors
+from cmx_cli.io.output import atomic_output
 
 SPLITS = ("train", "val", "test")
 
@@ -163,8 +163,9 @@ def contig_split(
 
 
 def write_split(path: Path, names, sources, labels, splits) -> None:
-    """Write ``split.tsv``: one row per sequence, in input order."""
-    with write_errors(path), open(path, "w", newline="") as handle:
+    """Write ``split.tsv``: one row per sequence, in input order (atomically: a failed
+    write leaves no half of it)."""
+    with atomic_output(path) as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(["name", "source", "label", "split"])
         writer.writerows(zip(names, sources, labels, splits))
