@@ -253,6 +253,8 @@ def test_allele_kinds_seen_leaves_the_unseen_kinds_unscored_in_predict_and_expla
                      (tmp_path / "e.tsv").read_text().splitlines()[1:]}
     assert explained_ids == {"200", "800"}
     assert not _unseen_warning(explained.stderr)
+    assert "2 allele(s) of kinds the model never saw left out" in \
+        explained.stderr.splitlines()[-1], explained.stderr
 
 
 def test_allele_kinds_is_for_vcf_input(tmp_path, finetune_run):

@@ -79,7 +79,7 @@ def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> E
         runtime=replace(config.runtime, precision="fp32"), allele_kinds=config.allele_kinds))
     largest: dict[tuple[str, int], float] = {}
     contigs: dict[str, int] = {}  # contig order, for the bedGraph
-    explained, plotted = 0, None
+    explained, unseen_kind, plotted = 0, 0, None
     with ReferenceGenome(Path(config.variants.reference), config.variants.contig_map) \
             as reference:
         report = shown_preflight(config.vcf, reference, config.variants, window, reporter)
@@ -94,6 +94,7 @@ def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> E
                 record = item.record
                 for status, allele_window in zip(item.statuses, item.windows):
                     if allele_window is None:
+                        unseen_kind += status.reason == "unseen_kind"  # --allele-kinds seen
                         continue
                     effects = context_effects(scorer, allele_window, config.flank)
                     # Reference position (0-based) of the REF window's first base.
@@ -131,7 +132,9 @@ def run(config: ExplainVariantsConfig, reporter: Optional[Reporter] = None) -> E
                                         "in-silico mutagenesis"))
         written.append(paths["plot"])
     seconds = time.monotonic() - started
+    left = (f"; {unseen_kind:,} allele(s) of kinds the model never saw left out "
+            "(--allele-kinds seen)" if unseen_kind else "")
     summary = (f"cmx explain: {explained:,} variant(s), ±{config.flank} bp each, by in-silico "
-               f"mutagenesis in {seconds:.0f} s; written to "
+               f"mutagenesis in {seconds:.0f} s{left}; written to "
                f"{', '.join(str(path) for path in written)}")
     return ExplainResult(explained, len(largest), written, summary)
