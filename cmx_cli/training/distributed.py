@@ -14,6 +14,7 @@ with ``find_unused_parameters`` (an extra graph traversal every step, and a fals
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -159,8 +160,12 @@ def start(device_name: str) -> Processes:
 
 
 def stop() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined, all processes together: a process that
+    tore its connections down while rank 0 still evaluated could abort at exit ("terminate
+    called without an active exception", seen with gloo)."""
     if dist.is_initialized():
+        with contextlib.suppress(RuntimeError):  # a process that failed: leave all the same
+            dist.barrier()
         dist.destroy_process_group()
 
 
