@@ -58,3 +58,22 @@ def fresh_compiler():
     counters.clear()
     yield counters
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB file system in tmp_path, for full-disk tests (skipped where mounting fails)."""
+    from tests.helpers import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "disk", "size=2m") as directory:
+        yield directory
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """An empty read-only file system in tmp_path (skipped where mounting fails)."""
+    from tests.helpers import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "read-only", "ro,size=1m") as directory:
+        yield directory
+

@@ -8,11 +8,12 @@ runs the command line another way.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 from click.testing import CliRunner, Result
@@ -206,4 +207,37 @@ def write_gc_classes(root: Path, query: Optional[str] = None,
         (root / "q.fa").write_text("".join(f"{header(f'q{i}', 'A')}\n{sequence(0.5, 50)}\n"
                                            for i in range(10)))
     return root
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(directory: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``directory`` for the block (needs root; the test is skipped where
+    mounting fails).
+
+    Root writes through permission bits, so a read-only directory is made by mounting a
+    read-only file system, and a full one by mounting a small one and filling it
+    (:func:`fill_disk`)."""
+    directory.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def fill_disk(directory: Path, leave: int = 0) -> None:
+    """Fill the file system of ``directory`` until a write fails, then free ``leave`` bytes."""
+    descriptor = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for block in (65536, 512):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(descriptor, b"\0" * block)
+    finally:
+        if leave:
+            os.ftruncate(descriptor, max(0, os.fstat(descriptor).st_size - leave))
+        os.close(descriptor)
 

@@ -27,8 +27,8 @@ import torch
 
 from cmx_cli.io.checkpoint import load_checkpoint
 from tests.conftest import DATA
-from tests.helpers import (check_internal_error, cmx_command, cmx_environment, run_cli,
-                           run_cmx, run_cmx_and_probe, write_gc_classes)
+from tests.helpers import (check_internal_error, cmx_command, cmx_environment, fill_disk,
+                           run_cli, run_cmx, run_cmx_and_probe, write_gc_classes)
 
 ROOT = Path(__file__).resolve().parents[1]
 VCF_DATA = DATA / "vcf"
@@ -114,25 +114,6 @@ def _vcf_text(rows: list, contigs: dict, info_lines: tuple = ()) -> str:
 
 def _tsv_rows(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in path.read_text().splitlines()]
-
-
-def _fill(directory: Path, leave: int = 0) -> None:
-    """Fill the file system of ``directory`` until a write fails, then free ``leave`` bytes."""
-    descriptor = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(descriptor, b"\0" * 65536)
-    except OSError:
-        pass
-    try:
-        while True:
-            os.write(descriptor, b"\0" * 512)
-    except OSError:
-        pass
-    finally:
-        if leave:
-            os.ftruncate(descriptor, max(0, os.fstat(descriptor).st_size - leave))
-        os.close(descriptor)
 
 
 # --- shared data and runs --------------------------------------------------------------------
@@ -366,7 +347,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block_a_later_resume(tiny, tmp_pat
 
 # --- 4. disk full --------------------------------------------------------------------------
 
-@pytest.fixture
+
 def small_disk(tmp_path):
     """A 2 MiB tmpfs inside tmp_path (needs root; skipped where mounting fails)."""
     mount = tmp_path / "disk"
@@ -388,7 +369,7 @@ def _says_full(line: str) -> bool:
 @pytest.mark.parametrize("name", ["out.vcf.gz", "out.bcf", "out.vcf", "out.tsv"])
 def test_predict_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(name, small_disk, dwv,
                                                                        finetune_run, tmp_path):
-    _fill(small_disk)
+    fill_disk(small_disk)
     output = small_disk / name
     result = _cmx("predict", dwv / "DWV_3genomes_vs_NC_004830.vcf", "--reference",
                   dwv / "DWV_NC_004830.2.fa", "--model", finetune_run, "-o", output,
@@ -401,7 +382,7 @@ def test_predict_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(name, sma
 
 def test_fasta_predict_on_a_full_disk_says_so_in_one_line(small_disk, tiny, classifier_run,
                                                           tmp_path):
-    _fill(small_disk)
+    fill_disk(small_disk)
     output = small_disk / "p.tsv"
     result = _cmx("predict", tiny / "q.fa", "--model", classifier_run, "-o", output,
                   cwd=tmp_path)
@@ -419,7 +400,7 @@ def test_train_on_a_full_disk_names_the_file_and_keeps_the_previous_checkpoints(
                    cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     kept = {name: (out / name).read_bytes() for name in ("model.pt", "last.pt", "metrics.json")}
-    _fill(small_disk, leave=free)
+    fill_disk(small_disk, leave=free)
     resumed = _cmx("train", "--resume", "--out", out, "--max-time", "1e-9", cwd=tmp_path)
     assert resumed.returncode != 0
     line = _one_line_error(resumed.stderr, str(out))

@@ -7,9 +7,7 @@ test runs cmx as a user does, through :func:`tests.helpers.run_cli` or
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import resource
 import shutil
 import signal
@@ -22,7 +20,8 @@ import pytest
 
 from cmx_cli.cli import cli
 from tests.helpers import (
-    check_internal_error, cmx_command, cmx_environment, run_cli, run_cmx, write_gc_classes)
+    check_internal_error, cmx_command, cmx_environment, fill_disk, run_cli, run_cmx,
+    write_gc_classes)
 
 TINY_TRAIN = ["--track-size", "4", "--hidden-size", "16", "--max-len", "64", "--kmer-k", "3",
               "--dropout", "0", "--device", "cpu"]
@@ -130,51 +129,6 @@ def test_bench_lengths_refuse_infinity():
 
 # --- outputs that cannot be written: one message for every output --------------------------
 
-@contextlib.contextmanager
-def _mounted(directory: Path, options: str):
-    """A tmpfs at ``directory`` (needs root; the test is skipped where mounting fails).
-
-    Root writes through permission bits, so a read-only directory is made by mounting a
-    read-only file system, and a full one by mounting a small one."""
-    directory.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
-
-
-@pytest.fixture
-def read_only(tmp_path):
-    """An empty read-only directory."""
-    with _mounted(tmp_path / "read-only", "ro,size=1m") as directory:
-        yield directory
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB file system."""
-    with _mounted(tmp_path / "disk", "size=1m") as directory:
-        yield directory
-
-
-def _fill(directory: Path, leave: int = 0) -> None:
-    """Fill the file system of ``directory`` until a write fails, then free ``leave`` bytes."""
-    descriptor = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        for block in (65536, 512):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(descriptor, b"\0" * block)
-    finally:
-        if leave:
-            os.ftruncate(descriptor, max(0, os.fstat(descriptor).st_size - leave))
-        os.close(descriptor)
-
-
 def _command(name: str, tiny: Path, run: Path, output: Path) -> list:
     return {"predict": ["predict", tiny / "q.fa", "--model", run, "-o", output],
             "explain": ["explain", tiny / "q.fa", "--model", run, "--region", "q0:1-20",
@@ -185,23 +139,23 @@ def _command(name: str, tiny: Path, run: Path, output: Path) -> list:
 @pytest.mark.parametrize("name,output", [("predict", "p.tsv"), ("explain", "e.tsv"),
                                          ("report", "report.html"), ("report", "report.png"),
                                          ("predict-vcf", "scored.vcf.gz")])
-def test_a_read_only_output_directory_is_said_in_one_line(name, output, tiny, classifier_run,
-                                                          read_only, request):
+def test_a_read_only_disk_output_directory_is_said_in_one_line(name, output, tiny, classifier_run,
+                                                          read_only_disk, request):
     if name == "predict-vcf":  # a zero-shot score of SNVs on the pretraining records
         pretrained = request.getfixturevalue("pretrain_run")
         command = ["predict", pretrained / "snvs.vcf", "--reference", pretrained / "genes.fa",
-                   "--model", pretrained / "pre", "-o", read_only / output]
+                   "--model", pretrained / "pre", "-o", read_only_disk / output]
         result = run_cli(*command)
     else:
-        result = run_cli(*_command(name, tiny, classifier_run, read_only / output))
+        result = run_cli(*_command(name, tiny, classifier_run, read_only_disk / output))
     assert result.exit_code == 1, result.output
     line = _error_line(result.output)
-    assert str(read_only) in line and "the file system is read-only" in line, line
+    assert str(read_only_disk) in line and "the file system is read-only" in line, line
     assert "nothing was written" in line and "Hint: write the output to another" in line, line
 
 
-def test_demo_into_a_read_only_directory_is_said_in_one_line(read_only):
-    result = run_cli("demo", "--out", read_only / "demo", "--device", "cpu")
+def test_demo_into_a_read_only_disk_directory_is_said_in_one_line(read_only_disk):
+    result = run_cli("demo", "--out", read_only_disk / "demo", "--device", "cpu")
     assert result.exit_code == 1, result.output
     assert "the file system is read-only" in _error_line(result.output)
 
@@ -254,7 +208,7 @@ def test_standard_output_on_a_full_device_is_said_in_one_line(tiny, classifier_r
 
 
 def test_report_on_a_full_disk_writes_none_of_its_files(classifier_run, small_disk):
-    _fill(small_disk, leave=100_000)  # room for the TSVs, not for the page
+    fill_disk(small_disk, leave=100_000)  # room for the TSVs, not for the page
     result = run_cli("report", classifier_run, "-o", small_disk / "report.html")
     assert result.exit_code == 1, result.output
     line = _error_line(result.output)

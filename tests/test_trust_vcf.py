@@ -11,16 +11,15 @@ import gzip
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pyfaidx
 import pysam
 import pytest
 
-from tests.helpers import ROOT, run_cli, run_cmx
+from tests.helpers import ROOT, fill_disk, run_cli, run_cmx
 from tests.test_trust import (  # noqa: F401  (fixtures)
-    CONTIG, TINY_FINETUNE, _fill, _one_line_error, _vcf_text, dwv, finetune_run, variants)
+    CONTIG, TINY_FINETUNE, _one_line_error, _vcf_text, dwv, finetune_run, variants)
 
 DEMO = ROOT / "cmx_cli" / "demo_data"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
@@ -320,20 +319,6 @@ def test_a_symbolic_allele_with_an_undeclared_end_is_written_with_the_standard_h
 
 # --- room for the VCF but not its index ------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs inside tmp_path (needs root; skipped where mounting fails)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
 
 @pytest.mark.parametrize("name", ["out.vcf.gz", "out.bcf"])
 def test_room_for_the_vcf_but_not_its_index_says_the_device_is_full(name, small_disk,
@@ -344,7 +329,7 @@ def test_room_for_the_vcf_but_not_its_index_says_the_device_is_full(name, small_
     fits = run_cli(*arguments, "-o", tmp_path / name)
     assert fits.exit_code == 0, fits.stderr
     size = (tmp_path / name).stat().st_size
-    _fill(small_disk, leave=-(-size // 4096) * 4096)  # whole pages for the VCF, none more
+    fill_disk(small_disk, leave=-(-size // 4096) * 4096)  # whole pages for the VCF, none more
     result = run_cmx(*arguments, "-o", small_disk / name, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     index = f"{small_disk / name}{'.csi' if name.endswith('.bcf') else '.tbi'}"
