@@ -347,21 +347,6 @@ def test_a_lock_left_by_a_killed_run_does_not_block_a_later_resume(tiny, tmp_pat
 
 # --- 4. disk full --------------------------------------------------------------------------
 
-
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs inside tmp_path (needs root; skipped where mounting fails)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def _says_full(line: str) -> bool:
     return bool(re.search(r"(?i)\bfull\b|no space left", line))
 
