@@ -1,4 +1,4 @@
-"""The DNA alphabet shared by every cmx model (DESIGN.md, "Tokens").
+"""The DNA alphabet shared by every cmx model: the tokens every input becomes.
 
 A C G T map to 0-3. N and every other IUPAC ambiguity code map to 4. U (RNA) is read as T.
 Lowercase (soft-masked) letters are the same bases; their positions are available as a flag

@@ -1,4 +1,5 @@
-"""Every option that more than one command takes, declared once (STYLE.md rule 5).
+"""Every option that more than one command takes, declared once: kebab-case names,
+click types that validate, shown defaults, and one sentence of help with its units.
 
 An option group is a decorator: it adds its options to a command and hands the command one
 frozen dataclass of :mod:`cmx_cli.settings` instead of the loose values, e.g.

@@ -1,5 +1,6 @@
 """What the commands show of their results: tables and the closing line on stderr, data on
-stdout (STYLE.md rule 7). Pipelines return results; only this module prints them."""
+stdout, so that a pipe gets data and people get words. Pipelines return results; only
+this module prints them."""
 from __future__ import annotations
 
 import json
