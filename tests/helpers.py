@@ -12,8 +12,9 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 from click.testing import CliRunner, Result
@@ -208,6 +209,24 @@ def write_gc_classes(root: Path, query: Optional[str] = None,
                                            for i in range(10)))
     return root
 
+
+def start_cmx(*arguments, cwd=None) -> subprocess.Popen:
+    """Start ``python -m cmx_cli ARGUMENTS`` (text stdout and stderr piped), for a test that
+    signals or kills it; the test checks its stderr with :func:`check_internal_error` once it
+    has ended."""
+    return subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=cmx_environment())
+
+
+def wait_until(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120,
+               poll: float = 0.01, what: str = "the awaited state") -> None:
+    """Wait until ``ready()`` holds, failing the test when ``process`` ends first or
+    ``timeout`` seconds pass; ``poll`` is the pause between looks."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{what} never came in {timeout:.0f} s"
+        time.sleep(poll)
 
 @contextlib.contextmanager
 def mounted_tmpfs(directory: Path, options: str) -> Iterator[Path]:

@@ -28,7 +28,8 @@ import torch
 from cmx_cli.io.checkpoint import load_checkpoint
 from tests.conftest import DATA
 from tests.helpers import (check_internal_error, cmx_command, cmx_environment, fill_disk,
-                           run_cli, run_cmx, run_cmx_and_probe, write_gc_classes)
+                           run_cli, run_cmx, run_cmx_and_probe, start_cmx, wait_until,
+                           write_gc_classes)
 
 ROOT = Path(__file__).resolve().parents[1]
 VCF_DATA = DATA / "vcf"
@@ -287,28 +288,13 @@ def _train_arguments(tiny: Path, out: Path, *extra) -> list:
             "--out", out, *TINY_TRAIN, *extra]
 
 
-def _start(arguments: list, cwd: Path) -> subprocess.Popen:
-    """Start ``python -m cmx_cli ARGUMENTS``; the test checks its stderr with
-    ``check_internal_error`` once it has ended."""
-    return subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=cmx_environment())
-
-
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 def test_a_second_writer_of_a_run_directory_fails_at_once_naming_the_holder(tiny, tmp_path):
     out = tmp_path / "run"
     arguments = _train_arguments(tiny, out, "--epochs", "100000", "--patience", "100000",
                                  "--max-time", "0.25")
-    first = _start(arguments, tmp_path)
+    first = start_cmx(*arguments, cwd=tmp_path)
     try:
-        _wait_for(out / "config.json", first)
+        wait_until(first, (out / "config.json").exists, poll=0.05, what="config.json")
         second = _cmx(*arguments, cwd=tmp_path, timeout=120)
         assert first.poll() is None, "the first run ended before the second started"
         assert second.returncode != 0, second.stderr
@@ -327,9 +313,9 @@ def test_a_second_writer_of_a_run_directory_fails_at_once_naming_the_holder(tiny
 def test_a_lock_left_by_a_killed_run_does_not_block_a_later_resume(tiny, tmp_path):
     out = tmp_path / "run"
     arguments = _train_arguments(tiny, out, "--epochs", "100000", "--patience", "100000")
-    first = _start(arguments, tmp_path)
+    first = start_cmx(*arguments, cwd=tmp_path)
     try:
-        _wait_for(out / "last.pt", first)
+        wait_until(first, (out / "last.pt").exists, poll=0.05, what="last.pt")
         # While it runs, the directory is locked (a second writer is refused)...
         refused = _cmx("train", "--resume", "--out", out, "--max-time", "0.05", cwd=tmp_path,
                        timeout=120)
@@ -769,14 +755,9 @@ def test_ctrl_c_during_predict_says_what_was_interrupted(tmp_path, classifier_ru
     out = tmp_path / "out"
     out.mkdir()
     arguments = ["predict", fasta, "--model", classifier_run, "-o", out / "p.tsv"]
-    process = subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env=cmx_environment())
-    deadline = time.monotonic() + 120
-    while not list(out.glob(".p.tsv.*")):  # scoring has started
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    process = start_cmx(*arguments, cwd=tmp_path)
+    wait_until(process, lambda: bool(list(out.glob(".p.tsv.*"))), poll=0.02,
+               what="the start of scoring")
     time.sleep(0.2)
     assert process.poll() is None, "the prediction ended before the interrupt"
     process.send_signal(signal.SIGINT)

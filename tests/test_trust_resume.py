@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import check_internal_error, cmx_command, cmx_environment, run_cmx
+from tests.helpers import check_internal_error, run_cmx, start_cmx, wait_until
 
 BASES = "ACGT"
 #: Five epochs of 12 steps of 42 sequences, all of one length (a new shape costs the CPU
@@ -73,15 +72,11 @@ def _stop_mid_epoch(data: Path, out: Path, number: signal.Signals) -> tuple[int,
     """Start the run, send ``number`` in the middle of its third epoch (or of a later one, on a
     machine whose load changes), and wait for its end."""
     arguments = _train_arguments(data, out)
-    process = subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=cmx_environment())
+    process = start_cmx(*arguments)
     try:
-        deadline = time.monotonic() + 300
         # Two epochs are logged whole (the first, slower one warms up the CPU kernels).
-        while len(_rows(out)) < 2 or not _rows(out)[1].get("best"):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "two epochs took over 5 minutes"
-            time.sleep(0.01)
+        wait_until(process, lambda: len(_rows(out)) >= 2 and bool(_rows(out)[1].get("best")),
+                   timeout=300, what="two logged epochs")
         # A third of an epoch on: the second epoch's time is known, and the third is as long.
         time.sleep(float(_rows(out)[1]["seconds"]) / 3)
         assert process.poll() is None, "the run ended before the signal"

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 
 from tests.conftest import DATA
 from tests.helpers import (
-    check_internal_error, cmx_command, cmx_environment, run_cli, run_cmx, write_gc_classes)
+    check_internal_error, run_cli, run_cmx, start_cmx, wait_until, write_gc_classes)
 
 TINY_TRAIN = ["--track-size", "4", "--hidden-size", "16", "--max-len", "64", "--kmer-k", "3",
               "--dropout", "0", "--device", "cpu"]
@@ -286,17 +285,12 @@ def test_a_log_row_whose_last_pt_a_kill_cut_short_is_not_written_twice(stopped_r
 def test_a_real_kill_9_during_the_first_epoch_leaves_a_restartable_run(tiny, tmp_path):
     run = tmp_path / "run"
     arguments = _train_arguments(tiny, run, "--epochs", "1", "--max-tokens", "256")
-    process = subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env=cmx_environment())
+    process = start_cmx(*arguments, cwd=tmp_path)
     try:
         # Killed between the first epoch's best model and its last.pt (which is written
         # last, through a temporary file, and synced to disk: a window of milliseconds).
-        deadline = time.monotonic() + 180
-        while not (run / "model.pt").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.0005)
+        wait_until(process, (run / "model.pt").exists, timeout=180, poll=0.0005,
+                   what="model.pt")
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate()
@@ -317,15 +311,9 @@ def test_ctrl_c_of_pretrain_says_how_to_resume_it(tmp_path):
     # One short epoch, then seconds of evaluation (the Markov baseline is fitted on 2 million
     # bases): the interrupt lands there, after the loop's steps.
     arguments = ["pretrain", "--fasta", fasta, "--out", run, "--epochs", "1", *TINY_PRETRAIN]
-    process = subprocess.Popen(cmx_command(*arguments), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env=cmx_environment())
+    process = start_cmx(*arguments, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 180
-        while not (run / "last.pt").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(process, (run / "last.pt").exists, timeout=180, what="last.pt")
         time.sleep(0.2)
         assert process.poll() is None, "the run ended before the interrupt"
         process.send_signal(signal.SIGINT)
