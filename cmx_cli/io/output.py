@@ -1,9 +1,10 @@
-"""Atomic outputs: nothing half-written is ever left under the requested name (DESIGN.md).
+"""Atomic outputs: nothing half-written is ever left under the requested name.
 
 Files are written to a temporary name in the target directory, flushed to disk, and renamed
 when complete, so that a failed write (a full disk, say) leaves the previous file as it was
 and no temporary file behind. ``-`` means standard output. A text output whose name ends in
-``.gz`` or ``.bgz`` is BGZF-compressed (gzip that tabix and bgzip read).
+``.gz`` or ``.bgz`` is BGZF-compressed (gzip that tabix and bgzip read). Files that belong
+together are written as one set (:func:`write_as_set`): all of them, or none.
 
 Every failed write, of any output, is said by one function, :func:`write_error`: a full
 device, a file-size limit (``ulimit -f``), a read-only file system and a denied permission
@@ -107,6 +108,47 @@ def atomic_output(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
             yield stream
         sync_to_disk(temporary)
         os.replace(temporary, destination)
+
+
+def write_as_set(writes: dict[Path, bytes], whose: str = "the") -> None:
+    """Write every file of ``writes`` (path -> bytes) or none: all to temporary files
+    first, each flushed to the device, then each renamed into place (``cmx report``'s
+    page, figures and tables, say).
+
+    Args:
+        writes: The files and their content.
+        whose: Whose files they are, for the message (``"the report's"``).
+
+    Raises:
+        CmxError: A write failed (naming the file and saying that no file was written).
+    """
+    outcome = f"none of {whose} {len(writes)} files was written"
+    with contextlib.ExitStack() as stack:
+        ready = []
+        for path, content in writes.items():
+            destination, replaceable = output_target(path)
+            if not replaceable:  # a device or a pipe: nothing to rename, written last
+                ready.append((path, destination, None, content))
+                continue
+            temporary = stack.enter_context(temporary_file(destination, name=path))
+            with write_errors(path, temporary, outcome=outcome):
+                with open(temporary, "wb") as stream:
+                    stream.write(content)
+                sync_to_disk(temporary)
+            ready.append((path, destination, temporary, content))
+        done: list[str] = []
+        for path, destination, temporary, content in ready:
+            try:
+                if temporary is None:
+                    with open(destination, "wb") as stream:
+                        stream.write(content)
+                else:
+                    os.replace(temporary, destination)
+            except OSError as error:
+                written = ", ".join(done) or "none"
+                raise write_error(path, error, f"the files replaced before it: {written}") \
+                    from error
+            done.append(str(path))
 
 
 @contextlib.contextmanager

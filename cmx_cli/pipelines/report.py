@@ -10,9 +10,7 @@ write (a full disk, say) leaves none of them and the previous report as it was.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,8 +18,7 @@ from typing import Optional
 from cmx_cli import __version__
 from cmx_cli.console import Reporter
 from cmx_cli.errors import CmxError
-from cmx_cli.io.output import (
-    check_not_input, output_target, sync_to_disk, temporary_file, write_error, write_errors)
+from cmx_cli.io.output import check_not_input, write_as_set
 from cmx_cli.io.run_dir import RUN_FILES
 from cmx_cli.metrics.tables import format_metric
 from cmx_cli.report.figures import FigureData, report_figures
@@ -78,47 +75,11 @@ def run(config: ReportConfig, reporter: Optional[Reporter] = None) -> ReportResu
     inputs = [Path(run.label) / name for run in runs for name in RUN_FILES]
     for path in writes:
         check_not_input(path, *inputs)
-    write_set(writes)
+    write_as_set(writes, "the report's")
     main = output if output.suffix.lower() == ".html" else figure_path(output, "*", ".png")
     summary = (f"cmx report: {len(figures)} figure(s) of {len(runs)} run(s) in {main}; "
                f"their data in {figure_path(output, '*', '.tsv')}")
     return ReportResult(list(writes), summary)
-
-
-def write_set(writes: dict[Path, bytes]) -> None:
-    """Write every file of ``writes`` or none: all to temporary files first, then each
-    renamed into place.
-
-    Raises:
-        CmxError: A write failed (naming the file and saying that no file was written).
-    """
-    outcome = f"none of the report's {len(writes)} files was written"
-    with contextlib.ExitStack() as stack:
-        ready = []
-        for path, content in writes.items():
-            destination, replaceable = output_target(path)
-            if not replaceable:  # a device or a pipe: nothing to rename, written last
-                ready.append((path, destination, None, content))
-                continue
-            temporary = stack.enter_context(temporary_file(destination, name=path))
-            with write_errors(path, temporary, outcome=outcome):
-                with open(temporary, "wb") as stream:
-                    stream.write(content)
-                sync_to_disk(temporary)
-            ready.append((path, destination, temporary, content))
-        done: list[str] = []
-        for path, destination, temporary, content in ready:
-            try:
-                if temporary is None:
-                    with open(destination, "wb") as stream:
-                        stream.write(content)
-                else:
-                    os.replace(temporary, destination)
-            except OSError as error:
-                written = ", ".join(done) or "none"
-                raise write_error(path, error, f"the files replaced before it: {written}") \
-                    from error
-            done.append(str(path))
 
 
 def _headline(run: ReportedRun) -> list[str]:
