@@ -258,11 +258,6 @@ def rebuild_model(checkpoint: Checkpoint) -> nn.Module:
     return builders[checkpoint.kind](checkpoint)
 
 
-def _data_inputs(job: TrainingJob) -> list:
-    """The files whose digests the run keeps (every input, without ``data_inputs``)."""
-    return job.data_inputs() if hasattr(job, "data_inputs") else job.inputs()
-
-
 def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
            processes: Processes, started: float) -> Optional[RunResult]:
     """:func:`run_job` in its held run directory."""
@@ -290,7 +285,7 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
     if resume:
         # Every process learns the outcome: writing the digests below is a collective step.
         unchecked = processes.from_main(
-            _on_main(processes, lambda: check_input_digests(run_dir, _data_inputs(job))))
+            _on_main(processes, lambda: check_input_digests(run_dir, job.data_inputs())))
         if unchecked:
             reporter.warn(unchecked)
     use_threads(config.runtime.threads)
@@ -303,13 +298,13 @@ def _train(job: TrainingJob, run_dir: Path, reporter: Reporter, resume: bool,
                            "split", "resume with the same input files, or start a new run.")
         if unchecked:  # kept from now on
             _on_main(processes, lambda: write_input_digests(
-                run_dir, input_digests(_data_inputs(job))))
+                run_dir, input_digests(job.data_inputs())))
     else:
         def write_settings() -> None:
             if split is not None:
                 split.write(run_dir / SPLIT_NAME)
             write_json(run_dir / CONFIG_NAME, to_dict(config))
-            write_input_digests(run_dir, input_digests(_data_inputs(job)))
+            write_input_digests(run_dir, input_digests(job.data_inputs()))
 
         _on_main(processes, write_settings)
     reporter.note(f"{job.describe_data()}; device {device}, {precision}")
