@@ -176,10 +176,11 @@ class VariantReader:
             self._index_read = (path, read_index(path) if path is not None else None)
         return self._index_read
 
-    def _stale_index(self, problem: str) -> CmxError:
-        """The error for an index that does not describe this version of the file."""
+    def _stale_index(self, problem: str, record: Optional[str] = None) -> CmxError:
+        """The error for an index that does not describe this version of the file (at
+        ``record``, when one shows it)."""
         return CmxError.in_record(
-            self.path, None, f"{problem}: the index is stale (built from another "
+            self.path, record, f"{problem}: the index is stale (built from another "
             "version of the file), and reading through it would drop or garble records",
             f"rebuild the index with `bcftools index -f {self.path.name}` "
             f"(or `tabix -f -p vcf {self.path.name}`)")
@@ -229,15 +230,11 @@ class VariantReader:
         if following.chrom != contig or following.start < start0 or (
                 end0 is not None and following.start >= end0):
             return
-        index = next((f"{self.path.name}{suffix}" for suffix in (".csi", ".tbi")
-                      if Path(f"{self.path}{suffix}").exists()), "its index")
-        region = _region_text(contig, start0, end0)
-        raise CmxError.in_record(
-            self.path, f"{contig}:{following.pos}",
-            f"the record lies in --region {region} but {index} does not list it: the index is "
-            "stale (built from another version of the file), and reading through it would "
-            "drop records", f"rebuild the index with `bcftools index -f {self.path.name}` "
-            f"(or `tabix -f -p vcf {self.path.name}`)")
+        index = index_path(self.path)
+        raise self._stale_index(
+            f"the record lies in --region {_region_text(contig, start0, end0)} but "
+            f"{index.name if index is not None else 'its index'} does not list it",
+            f"{contig}:{following.pos}")
 
     def indexed_contigs(self, purpose: str = "--region") -> list[str]:
         """The contigs the file's index lists, in its order (file order for a .tbi).
